@@ -1,0 +1,1 @@
+"""Postfordeler's services. Each is importable on its own and imports only `shared`."""

@@ -1,0 +1,188 @@
+"""Tables. Ids are UUIDs so every process can create rows without coordination."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Item(Base):
+    """One thing that entered: a mail, a scan or a form submission."""
+
+    __tablename__ = "items"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    correlation_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    channel: Mapped[str] = mapped_column(String(16))
+    mailbox: Mapped[str] = mapped_column(String(255), index=True)
+    source_ref: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(String(320), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    unit: Mapped[str | None] = mapped_column(String(64), index=True)
+    clerk: Mapped[str | None] = mapped_column(String(64))
+    case_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    personal_data: Mapped[bool] = mapped_column(default=False)
+    entities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    reconcile_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    transitions: Mapped[list[ItemTransition]] = relationship(
+        back_populates="item", order_by="ItemTransition.id", lazy="raise"
+    )
+
+
+class ItemTransition(Base):
+    __tablename__ = "item_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("items.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    causation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    producer: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    item: Mapped[Item] = relationship(back_populates="transitions")
+
+
+class SourceMessage(Base):
+    """Each message seen at a source, so a re-fetch or a duplicate never makes a second item."""
+
+    __tablename__ = "source_messages"
+    __table_args__ = (UniqueConstraint("mailbox", "source_ref"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    mailbox: Mapped[str] = mapped_column(String(255))
+    source_ref: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("items.id"))
+    duplicate: Mapped[bool] = mapped_column(default=False)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboxEntry(Base):
+    """Messages a consumer has processed; written in the same transaction as the effect."""
+
+    __tablename__ = "inbox"
+
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """Events written with the state change that caused them, published after commit."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "created_at"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column()
+
+
+class EsdhCase(Base):
+    """A case in the built-in local archive (the embedded default ESDH)."""
+
+    __tablename__ = "esdh_cases"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    case_number: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    kle: Mapped[str | None] = mapped_column(String(16))
+    facet: Mapped[str] = mapped_column(String(8), default="G01")
+    unit: Mapped[str | None] = mapped_column(String(64))
+    clerk: Mapped[str | None] = mapped_column(String(64))
+    party: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EsdhDocument(Base):
+    __tablename__ = "esdh_documents"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("esdh_cases.id"), index=True)
+    item_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    title: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(String(16), default="incoming")
+    blob_sha256: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    journalised_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Receipt(Base):
+    __tablename__ = "receipts"
+
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))  # pending, sent
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEntry(Base):
+    """Append-only audit log; each entry's hash covers the previous entry's hash."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    item_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    unit: Mapped[str | None] = mapped_column(String(64), index=True)
+    clerk: Mapped[str | None] = mapped_column(String(64))
+    case_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    sender: Mapped[str | None] = mapped_column(String(320))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(index=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """One row, locked while appending, so the chain has a single tip across processes."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,73 @@
+"""The one settings class. Every value can be set with a `POSTFORDELER_` environment variable."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_TENANT_DIR = Path(__file__).resolve().parent.parent / "postfordeler" / "demo" / "tenant"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Defaults give the embedded mode: SQLite, in-process bus."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTFORDELER_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("var"), description="Where the SQLite file, blobs and outbox live.")
+    database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy async URL; default a SQLite file under data_dir."
+    )
+    amqp_url: SecretStr = Field(
+        SecretStr("memory://"), description="amqp://user:pass@host/vhost or memory://"
+    )
+    exchange: str = "postfordeler"
+    blob_dir: Path | None = None
+    tenant_dir: Path = DEMO_TENANT_DIR
+
+    # SMTP for receipts. No host: receipts are written as .eml files to outbox_dir instead.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = 30.0
+    outbox_dir: Path | None = None
+
+    poll_interval: float = Field(10.0, description="Seconds between mailbox polls.")
+    prefetch: int = 32
+    retry_max_attempts: int = Field(5, description="Handler attempts before dead-lettering.")
+    retry_base_delay: float = Field(0.5, description="First back-off delay, doubled each time.")
+    retry_max_delay: float = 30.0
+    delivery_limit: int = Field(10, description="Broker redeliveries before a dead letter.")
+
+    reconcile_interval: float = 30.0
+    stuck_after: float = Field(120.0, description="Seconds in one state before re-publishing.")
+    reconcile_max_attempts: int = 3
+    relay_interval: float = 2.0
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    metrics_port: int | None = Field(None, description="Expose /metrics of a worker process.")
+    log_level: str = "INFO"
+    log_format: str = Field("json", description="json or console")
+
+    @cached_property
+    def db_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'postfordeler.db').resolve()}"
+
+    @cached_property
+    def blobs_path(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @cached_property
+    def outbox_path(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
+
+    @property
+    def in_process_bus(self) -> bool:
+        return self.amqp_url.get_secret_value().startswith("memory://")
