@@ -23,6 +23,7 @@ from shared.bus import Bus, RetryPolicy, Subscription, make_bus
 from shared.contracts import ItemEvent, ItemFailed, ItemState
 from shared.db import UnitOfWork, create_engine, session_factory, uow_factory
 from shared.outbox import OutboxRelay
+from shared.reconciler import Reconciler
 from shared.settings import Settings
 from shared.tenant import Tenant
 
@@ -56,6 +57,7 @@ class Runtime:
         self.tenant = Tenant(settings.tenant_dir)
         self.relay = OutboxRelay(self.uow, self.bus)
         self._subscriptions: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def data_dir(self) -> Path:
@@ -64,7 +66,36 @@ class Runtime:
     async def start(self) -> None:
         await self.bus.connect()
 
+    def spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        """Run a background loop (a poller, a sweep) until `stop`; a crash is logged."""
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task crashed", task=name)
+                raise
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def start_housekeeping(self, *, reconcile: bool = True) -> None:
+        """The outbox sweep (every process) and, where asked, the stuck-item reconciler."""
+        self.spawn(self.run_periodic(self.settings.relay_interval, self.relay.sweep,
+                                     "outbox-sweep"), "outbox-sweep")
+        if reconcile:
+            reconciler = Reconciler(self.uow, self.relay, self.settings.stuck_after,
+                                    self.settings.reconcile_max_attempts)
+            self.spawn(self.run_periodic(self.settings.reconcile_interval, reconciler.run_once,
+                                         "reconciler"), "reconciler")
+
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for sub in self._subscriptions:
             await sub.cancel()
         self._subscriptions.clear()
