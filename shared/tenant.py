@@ -3,6 +3,7 @@ the router reads). The organisation file follows the format of `org.yaml` in the
 
 from __future__ import annotations
 
+import csv
 import os
 from functools import cached_property
 from pathlib import Path
@@ -75,6 +76,19 @@ class MailboxConfig(_Model):
         return self.password.get_secret_value() if self.password else ""
 
 
+class Case(_Model):
+    """A row of the tenant's case register (cases.csv)."""
+
+    case_number: str
+    title: str = ""
+    kle: str | None = None
+    facet: str = "G01"
+    unit: str | None = None
+    clerk: str | None = None
+    status: str = "open"
+    party: str | None = None
+
+
 class Tenant:
     """Read-only view of one tenant directory; files are read lazily and once."""
 
@@ -134,6 +148,15 @@ class Tenant:
 
     def cases_path(self) -> Path:
         return self.directory / "cases.csv"
+
+    @cached_property
+    def cases(self) -> dict[str, Case]:
+        path = self.cases_path()
+        if not path.exists():
+            return {}
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = [self._parse("cases.csv", Case, row) for row in csv.DictReader(fh)]
+        return {c.case_number: c for c in rows}  # type: ignore[attr-defined]
 
     def unit(self, unit_id: str) -> Unit:
         try:

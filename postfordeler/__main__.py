@@ -1,0 +1,3 @@
+from postfordeler.cli import app
+
+app()

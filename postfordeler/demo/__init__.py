@@ -1,0 +1,1 @@
+"""The quick-start demo: a small municipality and a generated mailbox."""
