@@ -28,8 +28,8 @@ class UnitOfWork:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if not self._committed:
-            await self.session.rollback()
+        # close() rolls back anything uncommitted; unlike rollback() it does not expire the
+        # objects read, so callers can still use what a read-only unit of work loaded.
         await self.session.close()
 
     async def commit(self) -> None:
