@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,7 +121,8 @@ async def measure(db_url: str, n: int, timeout: float) -> dict[str, object]:
         spans = [t[b] - t[a] for t in complete if a in t and b in t]
         stage[f"{a}->{b}_p50_ms"] = round(pct(spans, 50) * 1000, 1)
     return {"items": len(per_item), "completed_done": len(complete),
-            "wall_s": round(last - first, 2), "items_per_s": round(len(per_item) / (last - first), 1),
+            "wall_s": round(last - first, 2),
+            "items_per_s": round(len(per_item) / (last - first), 1),
             "p50_s": round(pct(latencies, 50), 3), "p95_s": round(pct(latencies, 95), 3),
             "stages": stage}
 

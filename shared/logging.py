@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -16,7 +17,8 @@ import structlog
 _CPR = re.compile(r"\b(\d{6})-?\d{4}\b")
 
 
-def redact(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _name: str,
+           event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if isinstance(value, str) and _CPR.search(value):
             event_dict[key] = _CPR.sub(r"\1-XXXX", value)

@@ -7,7 +7,7 @@ import csv
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -89,6 +89,9 @@ class Case(_Model):
     party: str | None = None
 
 
+M = TypeVar("M", bound=_Model)
+
+
 class Tenant:
     """Read-only view of one tenant directory; files are read lazily and once."""
 
@@ -109,7 +112,7 @@ class Tenant:
             raise ConfigurationError(f"{path}: expected a mapping at the top level")
         return data
 
-    def _parse(self, name: str, model: type[_Model], data: object) -> _Model:
+    def _parse(self, name: str, model: type[M], data: object) -> M:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -118,14 +121,14 @@ class Tenant:
     @cached_property
     def municipality(self) -> Municipality:
         data = self._load("org.yaml").get("municipality")
-        return self._parse("org.yaml", Municipality, data)  # type: ignore[return-value]
+        return self._parse("org.yaml", Municipality, data)
 
     @cached_property
     def units(self) -> dict[str, Unit]:
         org = self._load("org.yaml")
         raw = list(org.get("units") or [])  # type: ignore[call-overload]
         units = [self._parse("org.yaml", Unit, u) for u in raw]
-        return {u.id: u for u in units}  # type: ignore[attr-defined]
+        return {u.id: u for u in units}
 
     @cached_property
     def fallback_unit(self) -> str:
@@ -136,12 +139,12 @@ class Tenant:
     def forms(self) -> dict[str, Form]:
         raw = list(self._load("forms.yaml").get("forms") or [])  # type: ignore[call-overload]
         forms = [self._parse("forms.yaml", Form, f) for f in raw]
-        return {f.form_id: f for f in forms}  # type: ignore[attr-defined]
+        return {f.form_id: f for f in forms}
 
     @cached_property
     def mailboxes(self) -> tuple[MailboxConfig, ...]:
         raw = list(self._load("mailboxes.yaml").get("mailboxes") or [])  # type: ignore[call-overload]
-        return tuple(self._parse("mailboxes.yaml", MailboxConfig, m) for m in raw)  # type: ignore[misc]
+        return tuple(self._parse("mailboxes.yaml", MailboxConfig, m) for m in raw)
 
     def rules_path(self) -> Path:
         return self.directory / "rules.yaml"
@@ -156,7 +159,7 @@ class Tenant:
             return {}
         with path.open(encoding="utf-8", newline="") as fh:
             rows = [self._parse("cases.csv", Case, row) for row in csv.DictReader(fh)]
-        return {c.case_number: c for c in rows}  # type: ignore[attr-defined]
+        return {c.case_number: c for c in rows}
 
     def unit(self, unit_id: str) -> Unit:
         try:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import mailbox
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
@@ -99,7 +99,7 @@ def demo_messages(count: int | None = None, *, start: datetime | None = None) ->
     html.add_alternative("<html><body><p>Jeg vil <b>bestille</b> afhentning af "
                          "<i>storskrald</i>.</p><script>alert(1)</script></body></html>",
                          subtype="html")
-    html.add_attachment("Liste: sofa, reol, cykel".encode(), maintype="text", subtype="plain",
+    html.add_attachment(b"Liste: sofa, reol, cykel", maintype="text", subtype="plain",
                         filename="storskrald-æøå.txt")
     out.append(DemoMessage(bytes(html), "done", "affald", True, "HTML with attachment"))
     auto = _mail("Kim Fog <kim.fog@example.com>", "Automatisk svar: Parkering",

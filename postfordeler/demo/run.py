@@ -24,10 +24,10 @@ from shared.settings import DEMO_TENANT_DIR, Settings
 
 async def run_demo(data_dir: Path, timeout: float) -> int:
     console = Console()
-    if data_dir.exists():
-        shutil.rmtree(data_dir)  # the demo always starts from an empty mailbox and database
+    # The demo always starts from an empty mailbox and database.
+    await asyncio.to_thread(shutil.rmtree, data_dir, ignore_errors=True)
     settings = Settings(data_dir=data_dir, tenant_dir=DEMO_TENANT_DIR,
-                        amqp_url="memory://", poll_interval=1.0,  # type: ignore[arg-type]
+                        amqp_url="memory://", poll_interval=1.0,
                         log_level=os.environ.get("POSTFORDELER_LOG_LEVEL", "WARNING"))
     configure(settings.log_level, settings.log_format)
     await asyncio.to_thread(migrate, settings.db_url)
