@@ -1,0 +1,227 @@
+"""Mailbox adapters: where raw messages come from and where they go once stored.
+
+A message is never deleted at the source: it is moved to the processed folder after its item
+is committed, or to the failed folder when it is not a mail at all. A source ref names one
+message in one mailbox and is the dedupe key, so it must not change while the message waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from shared.errors import TransientError
+from shared.tenant import MailboxConfig
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
+
+log = structlog.get_logger(__name__)
+
+
+class Mailbox(Protocol):
+    name: str
+
+    async def list_new(self) -> list[str]:
+        """Source refs of the messages waiting in the inbox folder, oldest first."""
+        ...
+
+    async def fetch(self, ref: str) -> bytes: ...
+
+    async def mark_processed(self, ref: str) -> None: ...
+
+    async def mark_failed(self, ref: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def open_mailbox(config: MailboxConfig, data_dir: Path) -> Mailbox:
+    if config.kind == "maildir":
+        return MaildirMailbox(config, data_dir)
+    return ImapMailbox(config)
+
+
+class ImapMailbox:
+    """IMAP through imapclient (blocking, so every call runs in a worker thread).
+
+    Refs are "UIDVALIDITY:UID": if the server renumbers the folder, old refs no longer match
+    and the Message-ID dedupe catches the re-listed messages.
+    """
+
+    def __init__(self, config: MailboxConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._client: IMAPClient | None = None
+        self._uidvalidity: int | None = None
+        self._folders: dict[str, str] = {}
+        self._lock = asyncio.Lock()  # imapclient connections are not thread-safe
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except Exception:
+                # a broken connection is reopened on the next call
+                await asyncio.to_thread(self._drop)
+                raise
+
+    def _connect(self) -> IMAPClient:
+        if self._client is not None:
+            return self._client
+        from imapclient import IMAPClient
+
+        cfg = self.config
+        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.ssl, timeout=60)
+        try:
+            client.login(cfg.username, cfg.secret())
+            delimiter = self._delimiter(client)
+            for folder in (cfg.processed_folder, cfg.failed_folder):
+                name = folder.replace("/", delimiter)
+                if not client.folder_exists(name):
+                    client.create_folder(name)
+                    log.info("created mailbox folder", mailbox=self.name, folder=name)
+                self._folders[folder] = name
+            info = client.select_folder(cfg.folder)
+        except Exception:
+            _quietly(client.logout)
+            raise
+        self._uidvalidity = int(info[b"UIDVALIDITY"])
+        self._client = client
+        return client
+
+    @staticmethod
+    def _delimiter(client: IMAPClient) -> str:
+        # Configured folders use "/"; servers differ (dovecot's maildir default is ".").
+        for _flags, delim, _name in client.list_folders(directory="", pattern="INBOX"):
+            if delim:
+                return delim.decode() if isinstance(delim, bytes) else str(delim)
+        return "/"
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            _quietly(client.logout)
+
+    def _list(self) -> list[str]:
+        client = self._connect()
+        info = client.select_folder(self.config.folder)  # refreshes the view of the folder
+        self._uidvalidity = int(info[b"UIDVALIDITY"])
+        uids = client.search(["NOT", "DELETED"])
+        return [f"{self._uidvalidity}:{uid}" for uid in sorted(uids)]
+
+    def _uid(self, ref: str) -> int:
+        validity, _, uid = ref.partition(":")
+        if int(validity) != self._uidvalidity:
+            raise TransientError(f"mailbox {self.name}: UIDVALIDITY changed, re-list")
+        return int(uid)
+
+    def _fetch(self, ref: str) -> bytes:
+        client = self._connect()
+        uid = self._uid(ref)
+        data = client.fetch([uid], ["BODY.PEEK[]"])  # PEEK: do not set \Seen
+        if uid not in data:
+            raise TransientError(f"mailbox {self.name}: message {ref} vanished")
+        return bytes(data[uid][b"BODY[]"])
+
+    def _move(self, ref: str, folder: str) -> None:
+        client = self._connect()
+        uid = self._uid(ref)
+        target = self._folders[folder]
+        if client.has_capability("MOVE"):
+            client.move([uid], target)
+            return
+        client.copy([uid], target)
+        client.add_flags([uid], [b"\\Deleted"])
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge([uid])
+        else:
+            client.expunge()
+
+    async def list_new(self) -> list[str]:
+        return list(await self._call(self._list))
+
+    async def fetch(self, ref: str) -> bytes:
+        return bytes(await self._call(self._fetch, ref))
+
+    async def mark_processed(self, ref: str) -> None:
+        await self._call(self._move, ref, self.config.processed_folder)
+
+    async def mark_failed(self, ref: str) -> None:
+        await self._call(self._move, ref, self.config.failed_folder)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._drop)
+
+
+class MaildirMailbox:
+    """A local Maildir (for the embedded mode and for scanners that drop .eml files).
+
+    The ref is the Maildir key; processed/failed are Maildir++ subfolders, and a move is one
+    atomic rename of the message file, so a message is never in neither place.
+    """
+
+    def __init__(self, config: MailboxConfig, data_dir: Path) -> None:
+        if config.path is None:
+            raise ValueError(f"mailbox {config.name}: a maildir mailbox needs a path")
+        self.config = config
+        self.name = config.name
+        self.path = Path(data_dir) / config.path
+        self._md: mailbox.Maildir | None = None
+
+    def _open(self) -> mailbox.Maildir:
+        if self._md is None:
+            self._md = mailbox.Maildir(self.path, factory=None, create=True)
+        return self._md
+
+    def _folder_dir(self, folder: str) -> Path:
+        md = self._open()
+        name = folder.replace("/", ".")
+        if name not in md.list_folders():
+            md.add_folder(name)
+        return self.path / f".{name}"
+
+    def _list(self) -> list[str]:
+        return sorted(self._open().keys())  # Maildir keys start with the delivery time
+
+    def _file(self, ref: str) -> Path:
+        for sub in ("new", "cur"):
+            for entry in os.scandir(self.path / sub):
+                if entry.name == ref or entry.name.startswith(ref + ":"):
+                    return Path(entry.path)
+        raise TransientError(f"mailbox {self.name}: message {ref} vanished")
+
+    def _fetch(self, ref: str) -> bytes:
+        return self._file(ref).read_bytes()
+
+    def _move(self, ref: str, folder: str) -> None:
+        source = self._file(ref)
+        target = self._folder_dir(folder) / "cur" / source.name
+        os.rename(source, target)
+
+    async def list_new(self) -> list[str]:
+        return await asyncio.to_thread(self._list)
+
+    async def fetch(self, ref: str) -> bytes:
+        return await asyncio.to_thread(self._fetch, ref)
+
+    async def mark_processed(self, ref: str) -> None:
+        await asyncio.to_thread(self._move, ref, self.config.processed_folder)
+
+    async def mark_failed(self, ref: str) -> None:
+        await asyncio.to_thread(self._move, ref, self.config.failed_folder)
+
+    async def close(self) -> None:
+        self._md = None
+
+
+def _quietly(fn: Any) -> None:
+    try:
+        fn()
+    except Exception:  # closing a broken connection may fail too; nothing to do about it
+        log.debug("ignored error while closing", exc_info=True)

@@ -1,0 +1,201 @@
+"""Polling: take each waiting message from a mailbox into the system exactly once.
+
+Per message: fetch -> store the raw bytes (fsynced) -> one transaction that dedupes and creates
+the item with its ItemReceived in the outbox -> publish -> only then move the message at the
+source. A crash anywhere leaves the message in the inbox; the next poll finds its SourceMessage
+row and just moves it, so no message is lost and none becomes two items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from shared import metrics
+from shared.contracts import BlobRef, Channel, ItemFailed, ItemReceived, ItemState
+from shared.db import Item, SourceMessage, UnitOfWork
+from shared.errors import InvalidInput
+from shared.runtime import Runtime
+from shared.tenant import MailboxConfig
+
+from . import mime
+from .mailboxes import Mailbox, open_mailbox
+
+log = structlog.get_logger(__name__)
+PRODUCER = "ingest"
+MAX_BACKOFF = 300.0
+
+
+class Outcome(Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"  # same Message-ID already taken in from this mailbox
+    FAILED = "failed"  # not a mail: an item in state failed, message to the failed folder
+    RESUMED = "resumed"  # stored by an earlier poll that crashed before the move
+
+
+@dataclass
+class PollReport:
+    new: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    resumed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # mailbox name -> error
+
+    def count(self, outcome: Outcome) -> None:
+        attr = {Outcome.NEW: "new", Outcome.DUPLICATE: "duplicates", Outcome.FAILED: "failed",
+                Outcome.RESUMED: "resumed"}[outcome]
+        setattr(self, attr, getattr(self, attr) + 1)
+
+    def merge(self, other: PollReport) -> None:
+        self.new += other.new
+        self.duplicates += other.duplicates
+        self.failed += other.failed
+        self.resumed += other.resumed
+        self.errors.update(other.errors)
+
+
+async def poll_once(runtime: Runtime) -> PollReport:
+    """Poll every configured mailbox once; a failing mailbox is reported, not raised."""
+    reports = await asyncio.gather(*(_poll_config(runtime, c) for c in runtime.tenant.mailboxes))
+    total = PollReport()
+    for report in reports:
+        total.merge(report)
+    return total
+
+
+async def _poll_config(runtime: Runtime, config: MailboxConfig) -> PollReport:
+    report = PollReport()
+    try:
+        mailbox = open_mailbox(config, runtime.settings.data_dir)
+    except Exception as exc:
+        _mailbox_down(config.name, exc, report)
+        return report
+    try:
+        await poll_mailbox(runtime, mailbox, report)
+        metrics.MAILBOX_UP.labels(config.name).set(1)
+    except Exception as exc:
+        _mailbox_down(config.name, exc, report)
+    finally:
+        await mailbox.close()
+    return report
+
+
+def _mailbox_down(name: str, exc: BaseException, report: PollReport) -> None:
+    metrics.MAILBOX_UP.labels(name).set(0)
+    report.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+    log.warning("mailbox poll failed", mailbox=name, error=report.errors[name])
+
+
+async def run_mailbox(runtime: Runtime, config: MailboxConfig) -> None:
+    """Poll one mailbox forever; failures back off exponentially up to MAX_BACKOFF."""
+    interval = runtime.settings.poll_interval
+    failures = 0
+    mailbox: Mailbox | None = None
+    try:
+        while True:
+            report = PollReport()
+            try:
+                mailbox = mailbox or open_mailbox(config, runtime.settings.data_dir)
+                await poll_mailbox(runtime, mailbox, report)
+                metrics.MAILBOX_UP.labels(config.name).set(1)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                _mailbox_down(config.name, exc, report)
+                if mailbox is not None:
+                    await mailbox.close()
+            delay = interval if not failures else min(interval * 2 ** (failures - 1),
+                                                      max(interval, MAX_BACKOFF))
+            await asyncio.sleep(delay)
+    finally:
+        if mailbox is not None:
+            await mailbox.close()
+
+
+async def poll_mailbox(runtime: Runtime, mailbox: Mailbox, report: PollReport) -> None:
+    refs = await mailbox.list_new()
+    for ref in refs:
+        outcome = await ingest_message(runtime, mailbox, ref)
+        report.count(outcome)
+    if refs:
+        log.info("mailbox polled", mailbox=mailbox.name, messages=len(refs), new=report.new,
+                 duplicates=report.duplicates, failed=report.failed, resumed=report.resumed)
+
+
+async def ingest_message(runtime: Runtime, mailbox: Mailbox, ref: str) -> Outcome:
+    raw = await mailbox.fetch(ref)
+    try:
+        summary: mime.MessageSummary | None = await asyncio.to_thread(mime.summarize, raw)
+        problem = ""
+    except InvalidInput as exc:
+        summary, problem = None, str(exc)
+    blob = await runtime.blobs.put(raw, "message/rfc822")
+    try:
+        async with runtime.uow() as uow:
+            outcome = await _record(uow, mailbox.name, ref, blob, summary, problem)
+            if outcome is not Outcome.RESUMED:
+                await uow.commit()
+    except IntegrityError:
+        # another poller stored the same (mailbox, ref) concurrently; it will move it
+        log.info("message taken in concurrently", mailbox=mailbox.name, source_ref=ref)
+        return Outcome.RESUMED
+    await runtime.relay.publish(uow.emitted)
+    if outcome is Outcome.NEW:
+        metrics.ITEMS_RECEIVED.labels(Channel.EMAIL.value).inc()
+    elif outcome is Outcome.FAILED:
+        metrics.ITEMS_FAILED.labels(PRODUCER).inc()
+    if problem:
+        await mailbox.mark_failed(ref)
+    else:
+        await mailbox.mark_processed(ref)
+    return outcome
+
+
+async def _record(uow: UnitOfWork, mailbox: str, ref: str, blob: BlobRef,
+                  summary: mime.MessageSummary | None, problem: str) -> Outcome:
+    seen = (await uow.session.execute(select(SourceMessage.id).where(
+        SourceMessage.mailbox == mailbox, SourceMessage.source_ref == ref))).first()
+    if seen is not None:
+        return Outcome.RESUMED
+    message_id = summary.message_id if summary else None
+    if message_id:
+        first = (await uow.session.execute(select(SourceMessage.item_id).where(
+            SourceMessage.mailbox == mailbox, SourceMessage.message_id == message_id,
+            SourceMessage.duplicate.is_(False)).limit(1))).scalar_one_or_none()
+        if first is not None:
+            uow.session.add(SourceMessage(mailbox=mailbox, source_ref=ref, message_id=message_id,
+                                          item_id=first, duplicate=True))
+            log.info("duplicate message-id", mailbox=mailbox, source_ref=ref,
+                     item_id=str(first))
+            return Outcome.DUPLICATE
+    item = Item(id=uuid.uuid4(), correlation_id=uuid.uuid4(), channel=Channel.EMAIL.value,
+                mailbox=mailbox, source_ref=ref, message_id=message_id, raw_sha256=blob.sha256,
+                subject=summary.subject if summary else None,
+                sender=(summary.sender.address or None) if summary else None)
+    uow.session.add(item)
+    uow.session.add(SourceMessage(mailbox=mailbox, source_ref=ref, message_id=message_id,
+                                  item_id=item.id))
+    if summary is None:
+        item.failure_reason = problem
+        failed = ItemFailed(correlation_id=item.correlation_id, producer=PRODUCER,
+                            item_id=item.id, stage=PRODUCER, reason=problem)
+        uow.transition(item, ItemState.FAILED, reason=problem, event=failed)
+        uow.emit(failed)
+        log.warning("unparseable message", mailbox=mailbox, source_ref=ref,
+                    item_id=str(item.id), reason=problem)
+        return Outcome.FAILED
+    received = ItemReceived(correlation_id=item.correlation_id, producer=PRODUCER,
+                            item_id=item.id, channel=Channel.EMAIL, mailbox=mailbox,
+                            source_ref=ref, raw=blob)
+    uow.transition(item, ItemState.RECEIVED, event=received)
+    uow.emit(received)
+    log.info("item received", mailbox=mailbox, source_ref=ref, item_id=str(item.id))
+    return Outcome.NEW
