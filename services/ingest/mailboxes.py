@@ -176,6 +176,7 @@ class MaildirMailbox:
 
     def _open(self) -> mailbox.Maildir:
         if self._md is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._md = mailbox.Maildir(self.path, factory=None, create=True)
         return self._md
 
