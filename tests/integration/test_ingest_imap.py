@@ -18,7 +18,7 @@ from services import ingest
 from services.ingest.extractor import CONSUMER, Extractor
 from services.ingest.mailboxes import ImapMailbox, Mailbox, MaildirMailbox
 from services.ingest.poller import PollReport, poll_mailbox
-from shared.contracts import ItemState
+from shared.contracts import ItemEvent, ItemExtracted, ItemState
 from shared.db import Item, ItemTransition, SourceMessage
 from shared.runtime import Consumer, Runtime
 from shared.settings import Settings
@@ -85,6 +85,13 @@ async def test_poll_dedupe_failed_and_extract(dovecot: DovecotServer, db_url: st
     try:
         await runtime.start_consumer(
             Consumer(CONSUMER, ("item.received",), Extractor(runtime.blobs).handle))
+        extracted: list[ItemExtracted] = []
+
+        async def probe(event: ItemEvent) -> None:
+            assert isinstance(event, ItemExtracted)
+            extracted.append(event)
+
+        await runtime.bus.subscribe(f"probe-{name}", ("item.extracted",), probe)
         report = await ingest.poll_once(runtime)
         assert (report.new, report.duplicates, report.failed, report.errors) == (2, 1, 1, {})
 
@@ -115,6 +122,16 @@ async def test_poll_dedupe_failed_and_extract(dovecot: DovecotServer, db_url: st
                        for i in await items_of(runtime, name) if i.id != failed[0].id)
 
         await async_wait_for(all_extracted, timeout=20)
+        await async_wait_for(lambda: _true(len(extracted) == 2), timeout=5)
+        event = next(e for e in extracted if e.item_id == original.id)
+        assert event.subject == "Ansøgning" and event.mailbox == name
+        assert event.sender.address == "borger@example.dk"
+        assert event.recipients == ("post@eksempelby.dk",)
+        assert not event.auto_submitted
+        assert runtime.blobs.get_sync(event.text).decode().strip() == "Hej kommune"
+        [attachment] = event.attachments
+        assert attachment.filename == "bilag æøå.txt" and attachment.text is not None
+        assert runtime.blobs.get_sync(attachment.text).decode().strip() == "Bilag æøå"
         async with runtime.uow() as uow:
             history = (await uow.session.execute(
                 select(ItemTransition.from_state, ItemTransition.to_state)
@@ -131,6 +148,10 @@ async def test_poll_dedupe_failed_and_extract(dovecot: DovecotServer, db_url: st
         assert (again.new, again.duplicates, again.failed, again.resumed) == (0, 0, 0, 0)
     finally:
         await runtime.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 class CrashBeforeMove:
@@ -229,3 +250,27 @@ async def test_maildir_mailbox(sqlite_url: str, tmp_path: Path) -> None:
         assert states == ["failed", "received"]
     finally:
         await runtime.stop()
+
+
+async def test_old_server_without_move_and_dot_delimiter(sqlite_url: str, tmp_path: Path) -> None:
+    """COPY + \\Deleted + EXPUNGE when MOVE is not offered; folders use the server's delimiter."""
+    caps = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE"  # neither MOVE nor UIDPLUS
+    with DovecotServer(tmp_path / "old", separator=".", capabilities=caps) as server:
+        user, name = "old@example.test", f"old-{uuid.uuid4().hex[:8]}"
+        server.add_user(user, "secret")
+        server.append(user, "INBOX", mail("Gammel server"))
+        server.append(user, "INBOX", NOT_A_MAIL)
+        runtime = make_runtime(tmp_path, sqlite_url, [imap_config(server, name, user)])
+        await runtime.start()
+        try:
+            adapter = ImapMailbox(runtime.tenant.mailboxes[0])
+            await adapter.list_new()
+            assert adapter._client is not None and not adapter._client.has_capability("MOVE")
+            await adapter.close()
+            report = await ingest.poll_once(runtime)
+            assert (report.new, report.failed, report.errors) == (1, 1, {})
+            assert server.count(user, "INBOX") == 0
+            assert server.count(user, "Postfordeler.Behandlet") == 1
+            assert server.count(user, "Postfordeler.Fejl") == 1
+        finally:
+            await runtime.stop()

@@ -38,9 +38,9 @@ default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
-namespace inbox {{
+{capability}namespace inbox {{
   inbox = yes
-  separator = /
+  separator = {separator}
 }}
 passdb {{
   driver = passwd-file
@@ -80,7 +80,10 @@ class DovecotServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, tmpdir: Path | str) -> None:
+    def __init__(self, tmpdir: Path | str, *, separator: str = "/",
+                 capabilities: str | None = None) -> None:
+        """`separator`: the IMAP hierarchy delimiter; `capabilities`: the full post-login
+        CAPABILITY list to advertise (e.g. without MOVE, to test the COPY fallback)."""
         binary = shutil.which("dovecot") or (
             "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
         if binary is None:
@@ -92,6 +95,8 @@ class DovecotServer:
         self._own_dir = not _world_traversable(tmpdir)
         self.dir = Path(tempfile.mkdtemp(prefix="pf-dovecot-")) if self._own_dir else tmpdir
         self.port = free_port()
+        self.separator = separator
+        self.capabilities = capabilities
         self._proc: subprocess.Popen[bytes] | None = None
         self._users: dict[str, str] = {}
         if os.geteuid() == 0:
@@ -118,7 +123,9 @@ class DovecotServer:
         (self.dir / "users").chmod(0o644)
         conf = self.dir / "dovecot.conf"
         conf.write_text(_CONFIG.format(dir=self.dir, port=self.port, uid=self.uid, gid=self.gid,
-                                       internal=self.internal, login=self.login))
+                                       internal=self.internal, login=self.login,
+                                       separator=self.separator,
+                                       capability=self._capability_line()))
         self._proc = subprocess.Popen([self.binary, "-F", "-c", str(conf)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
@@ -133,6 +140,9 @@ class DovecotServer:
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError(f"dovecot did not come up: {self.log()}")
+
+    def _capability_line(self) -> str:
+        return f"imap_capability = {self.capabilities}\n" if self.capabilities else ""
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -10,6 +10,7 @@ import pytest
 
 from services.ingest.htmltext import html_to_text
 from services.ingest.mime import decode_text, parse_message, summarize
+from shared.contracts import Address
 from shared.errors import InvalidInput
 from tests.conftest import CORPUS
 
@@ -226,3 +227,12 @@ def test_pdf_files_are_not_mail() -> None:
     for pdf in pdfs:
         with pytest.raises(InvalidInput):
             parse_message(pdf.read_bytes())
+
+
+def test_control_characters_are_removed_from_headers() -> None:
+    raw = (b"From: =?utf-8?q?Eve=00?= <eve@example.dk>\r\nSubject: =?utf-8?q?a=00b=07c?=\r\n"
+           b"Message-ID: <id=?utf-8?q?=00?=@x>\r\n\r\nbody")
+    parsed = parse_message(raw)
+    assert parsed.subject == "abc"
+    assert parsed.sender == Address(name="Eve", address="eve@example.dk")
+    assert "\x00" not in (parsed.message_id or "")
