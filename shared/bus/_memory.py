@@ -38,10 +38,12 @@ class _Queue:
 
 
 class _MemorySubscription:
-    def __init__(self, tasks: list[asyncio.Task[None]]) -> None:
+    def __init__(self, bus: MemoryBus, tasks: list[asyncio.Task[None]]) -> None:
+        self._bus = bus
         self._tasks = tasks
 
     async def cancel(self) -> None:
+        self._bus._subscriptions.discard(self)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -55,19 +57,26 @@ class MemoryBus:
         self.delivery_limit = delivery_limit
         self._queues: dict[str, _Queue] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        self._subscriptions: set[_MemorySubscription] = set()
 
     async def connect(self) -> None:
         return None
 
     async def close(self) -> None:
+        for sub in list(self._subscriptions):
+            await sub.cancel()  # in-flight messages go back to their queues
         for task in self._pending:
             task.cancel()
         self._pending.clear()
 
     async def publish(self, event: ItemEvent) -> None:
-        body = encode_event(event)  # through the wire format, as on a real broker
+        # Through the wire format, as on a real broker.
+        await self.publish_raw(event.topic, encode_event(event))
+
+    async def publish_raw(self, topic: str, body: bytes) -> None:
+        """Route `body` as if it had arrived from a broker (tests use it for garbage)."""
         for q in self._queues.values():
-            if any(topic_matches(p, event.topic) for p in q.topics):
+            if any(topic_matches(p, topic) for p in q.topics):
                 q.queue.put_nowait(_Message(body))
 
     async def subscribe(self, consumer: str, topics: Sequence[str], handler: Handler,
@@ -79,7 +88,9 @@ class MemoryBus:
             q.topics = tuple(sorted(set(q.topics) | set(topics)))
         tasks = [asyncio.create_task(self._work(q, handler, on_dead_letter))
                  for _ in range(max(1, self.prefetch))]
-        return _MemorySubscription(tasks)
+        sub = _MemorySubscription(self, tasks)
+        self._subscriptions.add(sub)
+        return sub
 
     async def dead_letter_count(self, consumer: str) -> int:
         q = self._queues.get(consumer)
@@ -93,7 +104,8 @@ class MemoryBus:
         while True:
             msg = await q.queue.get()
             msg.deliveries += 1
-            if msg.deliveries > self.delivery_limit:
+            # As a quorum queue: `delivery_limit` redeliveries after the first delivery.
+            if msg.deliveries > self.delivery_limit + 1:
                 q.dead.append((msg.body, "delivery limit exceeded"))
                 continue
             try:
