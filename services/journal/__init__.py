@@ -1,0 +1,69 @@
+"""The journal: audits each routing decision, files routed items in the ESDH (the built-in
+local archive by default), finishes them, and sends the sender a receipt.
+
+Two subscriptions on `item.routed`:
+- `journal` (through the runtime's inbox): audit + ESDH + state, one transaction.
+- `journal-receipts` (straight on the bus): the receipt, whose exactly-once bookkeeping needs
+  its own short transactions around the SMTP call (see receipts.py). It is independent of the
+  journalisation: it needs only the item's sender and subject, which ingest stored.
+"""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy import select
+
+from shared import audit
+from shared.contracts import ItemEvent, ItemRouted
+from shared.db.models import EsdhCase
+from shared.errors import InvalidInput
+from shared.runtime import Consumer, Runtime
+
+from .archive import LocalArchive
+from .handler import Journal
+from .receipts import Receipts, compose, make_sender, receipt_due, receipt_message_id
+
+__all__ = ["Journal", "LocalArchive", "Receipts", "compose", "make_sender", "receipt_due",
+           "receipt_message_id", "seed_cases", "start"]
+
+log = structlog.get_logger(__name__)
+
+
+async def start(runtime: Runtime) -> None:
+    journal = Journal(runtime.tenant, LocalArchive)
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
+    await runtime.start_consumer(Consumer("journal", ("item.routed",), journal.handle))
+
+    async def on_routed(event: ItemEvent) -> None:
+        if not isinstance(event, ItemRouted):
+            raise InvalidInput(f"receipts got {type(event).__name__}")
+        await receipts.deliver(event)
+
+    async def gave_up(event: ItemEvent, exc: BaseException) -> None:
+        # The item itself is fine (the journal consumer handles it); only the receipt is lost.
+        log.error("receipt not sent", item_id=str(event.item_id), error=type(exc).__name__)
+        async with runtime.uow() as uow:
+            await audit.append(uow.session, action="receipt_failed", actor="journal",
+                               item_id=event.item_id, details={"error": str(exc)[:300]})
+            await uow.commit()
+
+    # Not through start_consumer: its inbox transaction would hold SQLite's write lock across
+    # the SMTP call. The Receipt row is this consumer's de-duplication instead. The bus cancels
+    # the subscription when the runtime closes it.
+    await runtime.bus.subscribe("journal-receipts", ("item.routed",), on_routed, gave_up)
+
+
+async def seed_cases(runtime: Runtime) -> int:
+    """Load the tenant's cases.csv into the local archive; returns how many were new."""
+    cases = runtime.tenant.cases
+    async with runtime.uow() as uow:
+        known = set((await uow.session.execute(select(EsdhCase.case_number).where(
+            EsdhCase.case_number.in_(list(cases))))).scalars()) if cases else set()
+        new = [c for number, c in cases.items() if number not in known]
+        for c in new:
+            uow.session.add(EsdhCase(case_number=c.case_number, title=c.title, kle=c.kle,
+                                     facet=c.facet, unit=c.unit, clerk=c.clerk, party=c.party,
+                                     status=c.status, idempotency_key=f"seed:{c.case_number}"))
+        await uow.commit()
+    log.info("archive seeded", new=len(new), total=len(cases))
+    return len(new)

@@ -1,0 +1,108 @@
+"""The journal's decision handling: audit the router's decision and, for routed items, file
+the item in the ESDH and finish it (routed -> journalised -> done), all in the handler's one
+transaction. Case and document creation carry idempotency keys derived from the item id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import audit
+from shared.contracts import (
+    ItemEvent,
+    ItemJournalised,
+    ItemRouted,
+    ItemState,
+    JournalAction,
+    RouteOutcome,
+)
+from shared.db import UnitOfWork
+from shared.db.models import AuditEntry, Item
+from shared.errors import InvalidInput
+from shared.esdh import DocumentRef, Esdh, NewCase, NewDocument
+from shared.tenant import Tenant
+
+from .receipts import is_auto_reply, receipt_due, receipt_message_id
+
+log = structlog.get_logger(__name__)
+
+EsdhFactory = Callable[[AsyncSession], Esdh]
+
+
+def _title(item: Item) -> str:
+    return (item.subject or "").strip()[:200] or f"Henvendelse ({item.channel})"
+
+
+class Journal:
+    def __init__(self, tenant: Tenant, esdh: EsdhFactory) -> None:
+        self.tenant = tenant
+        self.esdh = esdh
+
+    async def handle(self, event: ItemEvent, uow: UnitOfWork) -> None:
+        if not isinstance(event, ItemRouted):
+            raise InvalidInput(f"journal got {type(event).__name__}")
+        item = await uow.item(event.item_id)
+        action = event.outcome.value  # "routed", "triage" or "not_relevant"
+        if not await _audited(uow.session, item, action):
+            await audit.append(uow.session, action=action, actor="router", item_id=item.id,
+                               unit=event.unit, clerk=event.clerk, case_number=event.case_number,
+                               sender=item.sender, details=_decision(event))
+        if event.outcome != RouteOutcome.ROUTED or item.state != ItemState.ROUTED:
+            return  # triage/not_relevant are final already; done/failed means handled before
+        document = None
+        if event.journal != JournalAction.NONE:
+            document = await self._file(event, item, uow)
+            item.case_number = document.case_number
+            uow.transition(item, ItemState.JOURNALISED, event=event, producer="journal",
+                           reason=f"journalised on case {document.case_number}")
+        uow.transition(item, ItemState.DONE, event=event, producer="journal",
+                       reason="journalised" if document else "routed without journalisation")
+        due = receipt_due(event, item.sender, auto_reply=is_auto_reply(item.entities))
+        uow.emit(event.follow(
+            ItemJournalised, "journal", case_number=item.case_number,
+            document_id=document.document_id if document else None,
+            receipt_message_id=receipt_message_id(item.id, self.tenant.municipality.domain)
+            if due else None))
+
+    async def _file(self, event: ItemRouted, item: Item, uow: UnitOfWork) -> DocumentRef:
+        esdh = self.esdh(uow.session)
+        key = f"item:{item.id}"
+        case = None
+        if event.journal == JournalAction.MATCHED_CASE and event.case_number:
+            case = await esdh.find_case(event.case_number)
+        created = case is None
+        if case is None:
+            case = await esdh.create_case(NewCase(
+                title=_title(item), kle=event.kle, unit=event.unit, clerk=event.clerk,
+                party=item.sender), idempotency_key=f"{key}:case")
+        doc = await esdh.add_document(case.case_number, NewDocument(
+            title=_title(item), blob_sha256=item.raw_sha256, item_id=item.id),
+            idempotency_key=f"{key}:document")
+        await esdh.journalise(doc.document_id)
+        details: dict[str, Any] = {"document_id": doc.document_id, "new_case": created,
+                                   "journal": event.journal.value}
+        if created and event.journal == JournalAction.MATCHED_CASE:
+            details["matched_case_missing"] = event.case_number
+        await audit.append(uow.session, action="journalised", actor="journal", item_id=item.id,
+                           unit=case.unit or event.unit, clerk=case.clerk or event.clerk,
+                           case_number=doc.case_number, sender=item.sender, details=details)
+        log.info("journalised", case_number=doc.case_number, new_case=created)
+        return doc
+
+
+def _decision(event: ItemRouted) -> dict[str, Any]:
+    # Decision facts only: reasons name rules and entity kinds, never body text.
+    return {"outcome": event.outcome.value, "journal": event.journal.value, "kle": event.kle,
+            "receipt": event.receipt, "reasons": list(event.reasons),
+            "event_id": str(event.message_id)}
+
+
+async def _audited(session: AsyncSession, item: Item, action: str) -> bool:
+    """True if this item's decision is in the log already (a redelivery with a new id)."""
+    found = (await session.execute(select(AuditEntry.seq).where(
+        AuditEntry.item_id == item.id, AuditEntry.action == action).limit(1))).first()
+    return found is not None
