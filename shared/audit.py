@@ -64,7 +64,8 @@ def chain_hash(prev_hash: str, canonical_json: str) -> str:
     return hashlib.sha256((prev_hash + canonical_json).encode()).hexdigest()
 
 
-def entry_hash(entry: AuditEntry) -> str:
+def entry_hash(entry: Any) -> str:
+    """The hash an entry (an `AuditEntry` or a row of its columns) should carry."""
     return chain_hash(entry.prev_hash, canonical(
         seq=entry.seq, action=entry.action, actor=entry.actor, item_id=entry.item_id,
         unit=entry.unit, clerk=entry.clerk, case_number=entry.case_number, sender=entry.sender,
@@ -110,9 +111,10 @@ async def verify(session: AsyncSession, *, batch: int = 1000) -> VerifyResult:
     """Recompute the whole chain; report the first entry that does not fit."""
     prev_seq, prev_hash, checked = 0, GENESIS, 0
     while True:
+        # Plain rows, not ORM objects: a long log must not pile up in the identity map.
         rows = (await session.execute(
-            select(AuditEntry).where(AuditEntry.seq > prev_seq).order_by(AuditEntry.seq)
-            .limit(batch).execution_options(populate_existing=True))).scalars().all()
+            select(*AuditEntry.__table__.c).where(AuditEntry.seq > prev_seq)
+            .order_by(AuditEntry.seq).limit(batch))).all()
         for entry in rows:
             problem = None
             if entry.seq != prev_seq + 1:

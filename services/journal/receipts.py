@@ -5,6 +5,9 @@ marked sent after it, each in its own short transaction (no database lock is hel
 to the SMTP server). A retry that finds the row sent does nothing. The only window for a second
 copy is a crash between the SMTP server's 250 and the commit of "sent"; the copy then carries the
 same deterministic Message-ID, so mail clients show it once.
+
+Two deliveries of the same event in one process (a broker redelivery while the first is still
+in flight, prefetch > 1) are serialised by a per-item lock, so the second finds the row sent.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import re
 import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -193,9 +197,18 @@ class Receipts:
         self.uow = uow
         self.tenant = tenant
         self.sender = sender
+        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     async def deliver(self, event: ItemRouted) -> bool:
         """Send the receipt for `event` if one is due and not yet sent; True if sent now."""
+        lock = self._locks.get(event.item_id)
+        if lock is None:
+            lock = self._locks[event.item_id] = asyncio.Lock()
+        async with lock:
+            return await self._deliver(event)
+
+    async def _deliver(self, event: ItemRouted) -> bool:
         domain = self.tenant.municipality.domain
         async with self.uow() as uow:
             item = await uow.item(event.item_id, lock=False)

@@ -312,3 +312,13 @@ async def test_journal_leaves_items_in_other_states_alone(runtime: Runtime) -> N
     assert await _scalar(runtime, select(Item.state).where(Item.id == item_id)) == "failed"
     assert await _scalar(runtime, select(func.count()).select_from(EsdhDocument).where(
         EsdhDocument.item_id == item_id)) == 0
+
+
+async def test_concurrent_deliveries_in_one_process_send_once(
+        runtime: Runtime, smtp_server: SmtpServer) -> None:  # noqa: F811
+    item_id = await _item(runtime)
+    event = _routed(item_id)
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
+    sent = await asyncio.gather(*(receipts.deliver(event) for _ in range(4)))
+    assert sorted(sent) == [False, False, False, True]
+    assert smtp_server.count() == 1
