@@ -450,12 +450,24 @@ async def test_consumer_and_publisher_reconnect_after_broker_restart(
         await bus.publish(received())
         await eventually(lambda: len(seen.seen) == 1)
 
+        # A confirmed message waiting in a durable queue survives the restart.
+        parked_sub = await bus.subscribe("parked", ["item.received"], Recorder())
+        await parked_sub.cancel()
+        parked = received()
+        await bus.publish(parked)
+        await eventually(lambda: len(seen.seen) == 2)
+
         await asyncio.to_thread(node.stop)
         await asyncio.to_thread(node.start)
 
         after = received()
         await bus.publish(after)  # waits for the connection to be restored
-        await eventually(lambda: len(seen.seen) == 2, timeout=30)
+        await eventually(lambda: len(seen.seen) == 3, timeout=30)
         assert seen.seen[-1].message_id == after.message_id
+        late = Recorder()
+        await bus.subscribe("parked", ["item.received"], late)
+        # Both the parked message and `after` (published into the parked queue as well).
+        await eventually(lambda: len(late.seen) == 2)
+        assert {e.message_id for e in late.seen} == {parked.message_id, after.message_id}
     finally:
         await bus.close()
