@@ -10,8 +10,11 @@ Two subscriptions on `item.routed`:
 
 from __future__ import annotations
 
+import contextlib
+
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from shared import audit
 from shared.contracts import ItemEvent, ItemRouted
@@ -30,6 +33,9 @@ log = structlog.get_logger(__name__)
 
 
 async def start(runtime: Runtime) -> None:
+    # Another journal process may seed the same cases at the same moment: theirs is as good.
+    with contextlib.suppress(IntegrityError):
+        await seed_cases(runtime)
     journal = Journal(runtime.tenant, LocalArchive)
     receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
     await runtime.start_consumer(Consumer("journal", ("item.routed",), journal.handle))

@@ -17,6 +17,7 @@ import pytest
 from shared.settings import DEMO_TENANT_DIR
 from tests.conftest import _psql, free_port, port_open, unavailable
 from tests.support.dovecot import DovecotServer, dovecot  # noqa: F401  (fixture)
+from tests.support.smtp import smtp_server  # noqa: F401  (fixture)
 
 IMAP_USER, IMAP_PASSWORD = "post@demoby.dk", "hemmelig"
 
