@@ -21,8 +21,8 @@ from services.ingest.poller import PollReport, poll_mailbox
 from shared.contracts import ItemEvent, ItemExtracted, ItemState
 from shared.db import Item, ItemTransition, SourceMessage
 from shared.runtime import Consumer, Runtime
-from shared.settings import Settings
-from tests.conftest import SAMPLE_DATA, async_wait_for, free_port
+from shared.settings import DEMO_TENANT_DIR, Settings
+from tests.conftest import async_wait_for, free_port
 from tests.support.dovecot import DovecotServer, dovecot  # noqa: F401  (fixture)
 
 PROCESSED = "Postfordeler/Behandlet"
@@ -44,7 +44,7 @@ def mail(subject: str, message_id: str | None = None, body: str = "Hej kommune")
 def make_runtime(tmp_path: Path, db_url: str, mailboxes: list[dict[str, Any]]) -> Runtime:
     tenant = tmp_path / "tenant"
     tenant.mkdir(exist_ok=True)
-    shutil.copy(SAMPLE_DATA / "org.yaml", tenant / "org.yaml")
+    shutil.copy(DEMO_TENANT_DIR / "org.yaml", tenant / "org.yaml")
     (tenant / "mailboxes.yaml").write_text(yaml.safe_dump({"mailboxes": mailboxes}))
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url,
                         tenant_dir=tenant, poll_interval=0.2, retry_base_delay=0.01)
