@@ -23,20 +23,23 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import aio_pika
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from postfordeler.demo.mailbox import demo_messages, write_maildir  # noqa: E402
+from shared.bus._rabbitmq import RabbitBus  # noqa: E402
 from shared.contracts import TERMINAL_STATES  # noqa: E402
 from shared.db import create_engine, migrate  # noqa: E402
-from shared.db.models import Item, ItemTransition  # noqa: E402
+from shared.db.models import Item, ItemTransition, Receipt  # noqa: E402
 from shared.settings import DEMO_TENANT_DIR  # noqa: E402
 
 STAGES = ("received", "extracted", "classified", "routed", "done")
+CONSUMERS = ("extractor", "classifier", "router", "journal", "journal-receipts")
 
 
 def machine() -> dict[str, object]:
@@ -83,12 +86,23 @@ async def raw_rabbit_rate(url: str, n: int) -> dict[str, float]:
         await conn.close()
 
 
+async def remove_topology(url: str, exchange: str) -> None:
+    if not exchange:
+        return
+    bus = RabbitBus(url, exchange=exchange)
+    await bus.connect()
+    try:
+        await bus.delete_topology(CONSUMERS)
+    finally:
+        await bus.close()
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-async def measure(db_url: str, n: int, timeout: float) -> dict[str, object]:
+async def measure(db_url: str, n: int, receipts: int, timeout: float) -> dict[str, object]:
     engine = create_engine(db_url)
     terminal = [s.value for s in TERMINAL_STATES]
     try:
@@ -96,9 +110,12 @@ async def measure(db_url: str, n: int, timeout: float) -> dict[str, object]:
         while True:
             async with engine.connect() as conn:
                 states = (await conn.execute(select(Item.state))).scalars().all()
+                sent = (await conn.execute(select(func.count()).select_from(Receipt).where(
+                    Receipt.status == "sent"))).scalar_one()
             finished = sum(s in terminal for s in states)
-            print(f"\r  {finished}/{n} items finished", end="", file=sys.stderr, flush=True)
-            if finished >= n:
+            print(f"\r  {finished}/{n} items finished, {sent}/{receipts} receipts sent",
+                  end="", file=sys.stderr, flush=True)
+            if finished >= n and sent >= receipts:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"\ntimed out with {finished}/{n} items finished")
@@ -107,8 +124,11 @@ async def measure(db_url: str, n: int, timeout: float) -> dict[str, object]:
         async with engine.connect() as conn:
             rows = (await conn.execute(select(ItemTransition.item_id, ItemTransition.to_state,
                                               ItemTransition.at))).all()
+            sent_at = (await conn.execute(select(Receipt.sent_at).where(
+                Receipt.status == "sent"))).scalars().all()
     finally:
         await engine.dispose()
+    by_state = dict(Counter(states))
     per_item: dict[object, dict[str, float]] = {}
     for item_id, state, at in rows:
         per_item.setdefault(item_id, {})[state] = at.timestamp()
@@ -120,7 +140,10 @@ async def measure(db_url: str, n: int, timeout: float) -> dict[str, object]:
     for a, b in zip(STAGES, STAGES[1:], strict=False):
         spans = [t[b] - t[a] for t in complete if a in t and b in t]
         stage[f"{a}->{b}_p50_ms"] = round(pct(spans, 50) * 1000, 1)
-    return {"items": len(per_item), "completed_done": len(complete),
+    last_receipt = max((t.timestamp() for t in sent_at if t), default=last)
+    return {"items": len(per_item), "states": by_state,
+            "receipts_sent": len(sent_at),
+            "receipts_per_s": round(len(sent_at) / (last_receipt - first), 1),
             "wall_s": round(last - first, 2),
             "items_per_s": round(len(per_item) / (last - first), 1),
             "p50_s": round(pct(latencies, 50), 3), "p95_s": round(pct(latencies, 95), 3),
@@ -142,6 +165,7 @@ def main() -> None:
     subprocess.run(["psql", args.pg, "-qc", f"CREATE DATABASE {dbname}"], check=True)
     db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
     procs: list[subprocess.Popen[bytes]] = []
+    env: dict[str, str] = {}
     try:
         migrate(db_url)
         tenant = work / "tenant"
@@ -165,7 +189,9 @@ def main() -> None:
                                        "--no-migrate"], env=env))
         print(f"pipeline: {len(messages)} mails, 4 service processes", file=sys.stderr)
         result = {"machine": machine(), "n": len(messages),
-                  "pipeline": asyncio.run(measure(db_url, len(messages), args.timeout))}
+                  "pipeline": asyncio.run(measure(db_url, len(messages),
+                                                  sum(m.receipt for m in messages),
+                                                  args.timeout))}
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -174,6 +200,7 @@ def main() -> None:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        asyncio.run(remove_topology(args.amqp, env.get("POSTFORDELER_EXCHANGE", "")))
         subprocess.run(["psql", args.pg, "-qc", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"],
                        check=False)
         shutil.rmtree(work, ignore_errors=True)

@@ -1,8 +1,11 @@
 """The audit trail: an append-only log where each entry's hash covers the previous hash.
 
-`append` serialises writers on the single `AuditHead` row (SELECT ... FOR UPDATE on PostgreSQL;
-SQLite's BEGIN IMMEDIATE already admits one writer), so the chain has one tip even with many
-processes. `verify` recomputes every hash; changing, deleting or re-ordering a row breaks it.
+`append` writes a pending entry in the caller's transaction, so it commits or rolls back with
+the effect it records, and writers never wait for each other. `chain_pending` (run by every
+process's housekeeping) links committed pending entries into the log in batches, serialised on
+the single `AuditHead` row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
+already admits one writer), so the chain has one tip even with many processes. `verify`
+recomputes every hash; changing, deleting or re-ordering a row breaks it.
 
 Details hold decisions and ids only: never message bodies, extracted text or CPR numbers.
 """
@@ -16,12 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import AuditEntry, AuditHead, utcnow
+from shared.db.models import AuditEntry, AuditHead, AuditPending, utcnow
 
 GENESIS = "0" * 64
 HEAD_ID = 1
@@ -89,22 +92,52 @@ async def _lock_head(session: AsyncSession) -> AuditHead:
 async def append(session: AsyncSession, *, action: str, actor: str,
                  item_id: uuid.UUID | None = None, unit: str | None = None,
                  clerk: str | None = None, case_number: str | None = None,
-                 sender: str | None = None, details: dict[str, Any]) -> AuditEntry:
-    """Add an entry within the caller's transaction (it commits with the caller's change)."""
-    head = await _lock_head(session)
-    details = plain(details)
-    at = utcnow()
-    seq = head.seq + 1
-    digest = chain_hash(head.hash, canonical(
-        seq=seq, action=action, actor=actor, item_id=item_id, unit=unit, clerk=clerk,
-        case_number=case_number, sender=sender, details=details, at=at))
-    entry = AuditEntry(seq=seq, item_id=item_id, action=action, actor=actor, unit=unit,
-                       clerk=clerk, case_number=case_number, sender=sender, details=details,
-                       at=at, prev_hash=head.hash, hash=digest)
+                 sender: str | None = None, details: dict[str, Any]) -> AuditPending:
+    """Record an entry within the caller's transaction: it commits with the caller's change,
+    and `chain_pending` links it into the chain moments later."""
+    entry = AuditPending(item_id=item_id, action=action, actor=actor, unit=unit, clerk=clerk,
+                         case_number=case_number, sender=sender, details=plain(details),
+                         at=utcnow())
     session.add(entry)
-    head.seq, head.hash = seq, digest
     await session.flush()
     return entry
+
+
+async def chain_pending(session: AsyncSession, *, limit: int = 500) -> int:
+    """Link up to `limit` committed pending entries into the chain, oldest first, under the
+    head lock; the caller commits. Returns how many were chained."""
+    pending = (await session.execute(
+        select(AuditPending).order_by(AuditPending.id).limit(limit))).scalars().all()
+    if not pending:
+        return 0
+    head = await _lock_head(session)
+    # Another chainer may have taken some of these while this one waited for the lock.
+    still = set((await session.execute(select(AuditPending.id).where(
+        AuditPending.id.in_([p.id for p in pending])))).scalars())
+    for p in (p for p in pending if p.id in still):
+        seq = head.seq + 1
+        digest = chain_hash(head.hash, canonical(
+            seq=seq, action=p.action, actor=p.actor, item_id=p.item_id, unit=p.unit,
+            clerk=p.clerk, case_number=p.case_number, sender=p.sender, details=p.details,
+            at=p.at))
+        session.add(AuditEntry(seq=seq, item_id=p.item_id, action=p.action, actor=p.actor,
+                               unit=p.unit, clerk=p.clerk, case_number=p.case_number,
+                               sender=p.sender, details=p.details, at=p.at,
+                               prev_hash=head.hash, hash=digest))
+        head.seq, head.hash = seq, digest
+    await session.execute(delete(AuditPending).where(AuditPending.id.in_(still)))
+    await session.flush()
+    return len(still)
+
+
+async def recorded(session: AsyncSession, item_id: uuid.UUID, action: str) -> bool:
+    """Whether `item_id` has an entry for `action`, chained or still pending."""
+    for model in (AuditPending, AuditEntry):
+        found = (await session.execute(select(model.item_id).where(
+            model.item_id == item_id, model.action == action).limit(1))).first()
+        if found is not None:
+            return True
+    return False
 
 
 async def verify(session: AsyncSession, *, batch: int = 1000) -> VerifyResult:

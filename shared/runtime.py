@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import metrics
+from shared import audit, metrics
 from shared.blobs import FileBlobStore
 from shared.bus import Bus, RetryPolicy, Subscription, make_bus
 from shared.contracts import ItemEvent, ItemFailed, ItemState
@@ -43,7 +43,9 @@ class Runtime:
     def __init__(self, settings: Settings, *, bus: Bus | None = None,
                  engine: AsyncEngine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or create_engine(settings.db_url)
+        self.engine = engine or create_engine(
+            settings.db_url, **({} if settings.db_url.startswith("sqlite") else {
+                "pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}))
         self.uow = uow_factory(session_factory(self.engine))
         self.bus = bus or make_bus(
             settings.amqp_url.get_secret_value(),
@@ -83,9 +85,12 @@ class Runtime:
         return task
 
     def start_housekeeping(self, *, reconcile: bool = True) -> None:
-        """The outbox sweep (every process) and, where asked, the stuck-item reconciler."""
+        """The outbox sweep and audit chaining (every process) and, where asked, the
+        stuck-item reconciler."""
         self.spawn(self.run_periodic(self.settings.relay_interval, self.relay.sweep,
                                      "outbox-sweep"), "outbox-sweep")
+        self.spawn(self.run_periodic(self.settings.audit_chain_interval, self.chain_audit,
+                                     "audit-chain"), "audit-chain")
         if reconcile:
             reconciler = Reconciler(self.uow, self.relay, self.settings.stuck_after,
                                     self.settings.reconcile_max_attempts)
@@ -99,6 +104,14 @@ class Runtime:
         for sub in self._subscriptions:
             await sub.cancel()
         self._subscriptions.clear()
+        try:
+            await self.chain_audit()
+        except Exception:  # chained by the next process that starts
+            log.exception("could not chain pending audit entries at shutdown")
+        try:
+            await self.relay.close()
+        except Exception:  # the sweep of the next start re-publishes what stays unmarked
+            log.exception("could not mark published outbox rows at shutdown")
         await self.bus.close()
         await self.engine.dispose()
 
@@ -142,6 +155,17 @@ class Runtime:
             await uow.commit()
         metrics.ITEMS_FAILED.labels(stage).inc()
         await self.relay.publish(uow.emitted)
+
+    async def chain_audit(self) -> int:
+        """Link every committed pending audit entry into the hash chain."""
+        total = 0
+        while True:
+            async with self.uow() as uow:
+                chained = await audit.chain_pending(uow.session)
+                await uow.commit()
+            total += chained
+            if chained < 500:
+                return total
 
     async def run_periodic(self, interval: float, job: Callable[[], Awaitable[object]],
                            name: str) -> None:

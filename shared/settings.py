@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
 
     poll_interval: float = Field(10.0, description="Seconds between mailbox polls.")
+    ingest_concurrency: int = Field(8, description="Messages a mailbox poll handles at once.")
     prefetch: int = 32
     retry_max_attempts: int = Field(5, description="Handler attempts before dead-lettering.")
     retry_base_delay: float = Field(0.5, description="First back-off delay, doubled each time.")
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     stuck_after: float = Field(120.0, description="Seconds in one state before re-publishing.")
     reconcile_max_attempts: int = 3
     relay_interval: float = 2.0
+    audit_chain_interval: float = Field(0.2, description="Seconds between audit chaining runs.")
+    db_pool_size: int = Field(5, description="PostgreSQL connections kept per process.")
+    db_max_overflow: int = Field(10, description="Extra connections per process under load.")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080

@@ -117,6 +117,7 @@ def demo_messages(count: int | None = None, *, start: datetime | None = None) ->
 
 def write_maildir(path: Path, messages: list[DemoMessage]) -> None:
     """Deliver `messages` into the Maildir at `path` (created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     box = mailbox.Maildir(str(path), create=True)
     try:
         for m in messages:

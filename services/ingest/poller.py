@@ -9,7 +9,9 @@ row and just moves it, so no message is lost and none becomes two items.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -18,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shared import metrics
-from shared.contracts import BlobRef, Channel, ItemFailed, ItemReceived, ItemState
+from shared.contracts import BlobRef, Channel, ItemEvent, ItemFailed, ItemReceived, ItemState
 from shared.db import Item, SourceMessage, UnitOfWork
 from shared.errors import InvalidInput
 from shared.runtime import Runtime
@@ -122,32 +124,71 @@ async def run_mailbox(runtime: Runtime, config: MailboxConfig) -> None:
 
 async def poll_mailbox(runtime: Runtime, mailbox: Mailbox, report: PollReport) -> None:
     refs = await mailbox.list_new()
-    for ref in refs:
-        outcome = await ingest_message(runtime, mailbox, ref)
-        report.count(outcome)
+    # Several messages in flight, so fetching, parsing, fsyncing and committing overlap; the
+    # mailbox adapters serialise their own connection. Items are still recorded in the
+    # mailbox's order, so of two copies of one Message-ID the earlier stays the item.
+    limit = asyncio.Semaphore(max(1, runtime.settings.ingest_concurrency))
+    turns = _Turns(len(refs))
+
+    async def one(n: int, ref: str) -> None:
+        async with limit:  # FIFO: a task never waits for a turn that has no permit yet
+            report.count(await ingest_message(runtime, mailbox, ref, in_order=turns.turn(n)))
+
+    results = await asyncio.gather(*(one(n, ref) for n, ref in enumerate(refs)),
+                                   return_exceptions=True)
+    if errors := [r for r in results if isinstance(r, BaseException)]:
+        raise errors[0]  # the mailbox is retried with back-off; the rest were taken in
     if refs:
         log.info("mailbox polled", mailbox=mailbox.name, messages=len(refs), new=report.new,
                  duplicates=report.duplicates, failed=report.failed, resumed=report.resumed)
 
 
-async def ingest_message(runtime: Runtime, mailbox: Mailbox, ref: str) -> Outcome:
-    raw = await mailbox.fetch(ref)
-    try:
-        summary: mime.MessageSummary | None = await asyncio.to_thread(mime.summarize, raw)
-        problem = ""
-    except InvalidInput as exc:
-        summary, problem = None, str(exc)
-    blob = await runtime.blobs.put(raw, "message/rfc822")
-    try:
-        async with runtime.uow() as uow:
-            outcome = await _record(uow, mailbox.name, ref, blob, summary, problem)
-            if outcome is not Outcome.RESUMED:
-                await uow.commit()
-    except IntegrityError:
-        # another poller stored the same (mailbox, ref) concurrently; it will move it
-        log.info("message taken in concurrently", mailbox=mailbox.name, source_ref=ref)
-        return Outcome.RESUMED
-    await runtime.relay.publish(uow.emitted)
+class _Turns:
+    """Lets concurrent tasks pass one step strictly in the order of their numbers."""
+
+    def __init__(self, count: int) -> None:
+        self._done = [asyncio.Event() for _ in range(count)]
+
+    @contextlib.asynccontextmanager
+    async def turn(self, n: int) -> AsyncIterator[None]:
+        if n:
+            await self._done[n - 1].wait()
+        try:
+            yield
+        finally:
+            self._done[n].set()
+
+
+async def ingest_message(
+    runtime: Runtime, mailbox: Mailbox, ref: str,
+    in_order: contextlib.AbstractAsyncContextManager[None] | None = None,
+) -> Outcome:
+    """Take one message in; `in_order` is held while it is recorded in the database."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            raw = await mailbox.fetch(ref)
+            try:
+                summary: mime.MessageSummary | None = await asyncio.to_thread(
+                    mime.summarize, raw)
+                problem = ""
+            except InvalidInput as exc:
+                summary, problem = None, str(exc)
+            blob = await runtime.blobs.put(raw, "message/rfc822")
+        finally:
+            # Even when this message failed, the next one must get its turn.
+            if in_order is not None:
+                await stack.enter_async_context(in_order)
+        try:
+            outcome, emitted = await _store(runtime, mailbox.name, ref, blob, summary, problem)
+        except IntegrityError:
+            # A concurrent poll stored this message (same ref) or another copy of it (same
+            # Message-ID) first; a second look tells which.
+            outcome, emitted = await _store(runtime, mailbox.name, ref, blob, summary, problem)
+            if outcome is Outcome.RESUMED:  # the other poll moves it
+                log.info("message taken in concurrently", mailbox=mailbox.name,
+                         source_ref=ref)
+                return outcome
+    await runtime.relay.publish(emitted)
     if outcome is Outcome.NEW:
         metrics.ITEMS_RECEIVED.labels(Channel.EMAIL.value).inc()
     elif outcome is Outcome.FAILED:
@@ -157,6 +198,16 @@ async def ingest_message(runtime: Runtime, mailbox: Mailbox, ref: str) -> Outcom
     else:
         await mailbox.mark_processed(ref)
     return outcome
+
+
+async def _store(runtime: Runtime, mailbox: str, ref: str, blob: BlobRef,
+                 summary: mime.MessageSummary | None,
+                 problem: str) -> tuple[Outcome, list[ItemEvent]]:
+    async with runtime.uow() as uow:
+        outcome = await _record(uow, mailbox, ref, blob, summary, problem)
+        if outcome is not Outcome.RESUMED:
+            await uow.commit()
+    return outcome, uow.emitted
 
 
 async def _record(uow: UnitOfWork, mailbox: str, ref: str, blob: BlobRef,

@@ -10,10 +10,12 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import EsdhCase, EsdhDocument, utcnow
+from shared.db.models import EsdhCase, EsdhDocument, EsdhSerial, utcnow
 from shared.errors import InvalidInput, TransientError
 from shared.esdh import CaseRef, DocumentRef, NewCase, NewDocument
 
@@ -59,20 +61,38 @@ class LocalArchive:
             return _ref(existing)
         prefix, suffix = case_prefix_suffix(case.kle, case.facet, utcnow())
         for _ in range(_SERIAL_ATTEMPTS):
-            numbers = list((await self.session.execute(select(EsdhCase.case_number).where(
-                EsdhCase.case_number.like(f"{prefix}%{suffix}")))).scalars())
-            row = EsdhCase(case_number=f"{prefix}{next_serial(numbers, prefix, suffix)}{suffix}",
+            serial = await self._next_serial(prefix, suffix)
+            row = EsdhCase(case_number=f"{prefix}{serial}{suffix}",
                            title=case.title[:500], kle=case.kle, facet=case.facet,
                            unit=case.unit, clerk=case.clerk, party=case.party,
                            idempotency_key=idempotency_key)
             try:
-                # A concurrent journaliser may take the same serial: retry with the next one.
+                # A case imported with this number meanwhile: take the next serial.
                 async with self.session.begin_nested():
                     self.session.add(row)
             except IntegrityError:
                 continue
             return _ref(row)
         raise TransientError(f"could not allocate a case number under {prefix}")
+
+    async def _next_serial(self, prefix: str, suffix: str) -> int:
+        """Take the next serial of a series; the counter row stays locked until commit."""
+        series = f"{prefix}{suffix}"
+        stmt = select(EsdhSerial).where(EsdhSerial.series == series).with_for_update()
+        counter = (await self.session.execute(stmt)).scalar_one_or_none()
+        if counter is None:
+            # First case in this series here: start after any imported case numbers.
+            numbers = list((await self.session.execute(select(EsdhCase.case_number).where(
+                EsdhCase.case_number.like(f"{prefix}%{suffix}")))).scalars())
+            insert = (pg_insert if self.session.get_bind().dialect.name == "postgresql"
+                      else sqlite_insert)(EsdhSerial)
+            await self.session.execute(insert.values(
+                series=series, last=next_serial(numbers, prefix, suffix) - 1
+            ).on_conflict_do_nothing())
+            counter = (await self.session.execute(stmt)).scalar_one()
+        counter.last += 1
+        await self.session.flush()
+        return counter.last
 
     async def add_document(self, case_number: str, document: NewDocument, *,
                            idempotency_key: str) -> DocumentRef:

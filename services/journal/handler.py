@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import audit
@@ -21,7 +20,7 @@ from shared.contracts import (
     RouteOutcome,
 )
 from shared.db import UnitOfWork
-from shared.db.models import AuditEntry, Item
+from shared.db.models import Item
 from shared.errors import InvalidInput
 from shared.esdh import DocumentRef, Esdh, NewCase, NewDocument
 from shared.tenant import Tenant
@@ -46,16 +45,26 @@ class Journal:
         if not isinstance(event, ItemRouted):
             raise InvalidInput(f"journal got {type(event).__name__}")
         item = await uow.item(event.item_id)
+        # Audit entries are appended last: appending locks the chain's single head row until
+        # commit, and every other journal transaction waits for it.
+        entries: list[dict[str, Any]] = []
         action = event.outcome.value  # "routed", "triage" or "not_relevant"
-        if not await _audited(uow.session, item, action):
-            await audit.append(uow.session, action=action, actor="router", item_id=item.id,
-                               unit=event.unit, clerk=event.clerk, case_number=event.case_number,
-                               sender=item.sender, details=_decision(event))
-        if event.outcome != RouteOutcome.ROUTED or item.state != ItemState.ROUTED:
-            return  # triage/not_relevant are final already; done/failed means handled before
-        document = None
+        if not await audit.recorded(uow.session, item.id, action):
+            entries.append(dict(action=action, actor="router", unit=event.unit,
+                                clerk=event.clerk, case_number=event.case_number,
+                                details=_decision(event)))
+        if event.outcome == RouteOutcome.ROUTED and item.state == ItemState.ROUTED:
+            entries += await self._finish(event, item, uow)
+        # triage/not_relevant are final already; done/failed means handled before
+        for entry in entries:
+            await audit.append(uow.session, item_id=item.id, sender=item.sender, **entry)
+
+    async def _finish(self, event: ItemRouted, item: Item,
+                      uow: UnitOfWork) -> list[dict[str, Any]]:
+        document, entries = None, []
         if event.journal != JournalAction.NONE:
-            document = await self._file(event, item, uow)
+            document, entry = await self._file(event, item, uow)
+            entries.append(entry)
             item.case_number = document.case_number
             uow.transition(item, ItemState.JOURNALISED, event=event, producer="journal",
                            reason=f"journalised on case {document.case_number}")
@@ -67,8 +76,10 @@ class Journal:
             document_id=document.document_id if document else None,
             receipt_message_id=receipt_message_id(item.id, self.tenant.municipality.domain)
             if due else None))
+        return entries
 
-    async def _file(self, event: ItemRouted, item: Item, uow: UnitOfWork) -> DocumentRef:
+    async def _file(self, event: ItemRouted, item: Item,
+                    uow: UnitOfWork) -> tuple[DocumentRef, dict[str, Any]]:
         esdh = self.esdh(uow.session)
         key = f"item:{item.id}"
         case = None
@@ -87,11 +98,10 @@ class Journal:
                                    "journal": event.journal.value}
         if created and event.journal == JournalAction.MATCHED_CASE:
             details["matched_case_missing"] = event.case_number
-        await audit.append(uow.session, action="journalised", actor="journal", item_id=item.id,
-                           unit=case.unit or event.unit, clerk=case.clerk or event.clerk,
-                           case_number=doc.case_number, sender=item.sender, details=details)
         log.info("journalised", case_number=doc.case_number, new_case=created)
-        return doc
+        return doc, dict(action="journalised", actor="journal", unit=case.unit or event.unit,
+                         clerk=case.clerk or event.clerk, case_number=doc.case_number,
+                         details=details)
 
 
 def _decision(event: ItemRouted) -> dict[str, Any]:
@@ -99,10 +109,3 @@ def _decision(event: ItemRouted) -> dict[str, Any]:
     return {"outcome": event.outcome.value, "journal": event.journal.value, "kle": event.kle,
             "receipt": event.receipt, "reasons": list(event.reasons),
             "event_id": str(event.message_id)}
-
-
-async def _audited(session: AsyncSession, item: Item, action: str) -> bool:
-    """True if this item's decision is in the log already (a redelivery with a new id)."""
-    found = (await session.execute(select(AuditEntry.seq).where(
-        AuditEntry.item_id == item.id, AuditEntry.action == action).limit(1))).first()
-    return found is not None

@@ -252,6 +252,21 @@ class RabbitBus:
     def queue_name(self, consumer: str) -> str:
         return f"{self.exchange_name}.{consumer}"
 
+    async def delete_topology(self, consumers: Sequence[str]) -> None:
+        """Remove the exchanges and the consumers' queues (main, dead-letter and retry), for
+        tests and benchmarks that make a topology of their own, and for decommissioning."""
+        await self._ready_exchange()
+        assert self._connection is not None
+        delays = {max(1, round(self.policy.delay(a) * 1000))
+                  for a in range(1, self.policy.max_attempts)}
+        async with self._connection.channel(publisher_confirms=False) as channel:
+            for consumer in consumers:
+                qname = self.queue_name(consumer)
+                for name in (qname, f"{qname}.dlq", *(f"{qname}.retry.{ms}" for ms in delays)):
+                    await channel.queue_delete(name)
+            await channel.exchange_delete(self.exchange_name)
+            await channel.exchange_delete(self.dlx_name)
+
     async def _ready_exchange(self) -> AbstractRobustExchange:
         if self._connection is None:
             await self.connect()

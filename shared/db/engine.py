@@ -22,8 +22,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
     kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("max_overflow", 20)
+    # No pre-ping: it costs a round trip per transaction. A dropped connection fails its
+    # handler, which the bus retries; recycling keeps connections from going stale.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(url, **kwargs)
 
 

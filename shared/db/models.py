@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -80,7 +81,13 @@ class SourceMessage(Base):
     """Each message seen at a source, so a re-fetch or a duplicate never makes a second item."""
 
     __tablename__ = "source_messages"
-    __table_args__ = (UniqueConstraint("mailbox", "source_ref"),)
+    __table_args__ = (
+        UniqueConstraint("mailbox", "source_ref"),
+        # One first copy per Message-ID and mailbox, even when copies are taken in concurrently.
+        Index("uq_source_messages_first_copy", "mailbox", "message_id", unique=True,
+              sqlite_where=text("duplicate = 0 AND message_id IS NOT NULL"),
+              postgresql_where=text("duplicate = false AND message_id IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
@@ -134,6 +141,16 @@ class EsdhCase(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EsdhSerial(Base):
+    """The last serial used for one case-number series (`{kle}-{facet}-` ... `-{yy}`), locked
+    while a new case takes the next one, so numbering costs one row, not a scan."""
+
+    __tablename__ = "esdh_serials"
+
+    series: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
 class EsdhDocument(Base):
     __tablename__ = "esdh_documents"
 
@@ -176,6 +193,27 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(index=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditPending(Base):
+    """An audit entry written with its effect, waiting to be chained into `audit_log`.
+
+    Writers never wait for the chain: chaining runs in batches under the head lock.
+    """
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    item_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128))
+    unit: Mapped[str | None] = mapped_column(String(64))
+    clerk: Mapped[str | None] = mapped_column(String(64))
+    case_number: Mapped[str | None] = mapped_column(String(64))
+    sender: Mapped[str | None] = mapped_column(String(320))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column()
 
 
 class AuditHead(Base):

@@ -125,3 +125,23 @@ def service_env(tmp_path: Path, tenant: Path, *, database_url: str, amqp_url: st
 @pytest.fixture
 def api_port() -> int:
     return free_port()
+
+
+CONSUMERS = ("extractor", "classifier", "router", "journal", "journal-receipts")
+
+
+async def remove_topology(env: dict[str, str]) -> None:
+    """Delete the test's exchange and queues, so runs leave nothing on the shared broker."""
+    from shared.bus import RetryPolicy
+    from shared.bus._rabbitmq import RabbitBus
+
+    defaults = RetryPolicy()
+    bus = RabbitBus(env["POSTFORDELER_AMQP_URL"], exchange=env["POSTFORDELER_EXCHANGE"],
+                    policy=RetryPolicy(defaults.max_attempts,
+                                       float(env["POSTFORDELER_RETRY_BASE_DELAY"]),
+                                       defaults.max_delay))
+    await bus.connect()
+    try:
+        await bus.delete_topology(CONSUMERS)
+    finally:
+        await bus.close()

@@ -19,7 +19,7 @@ from shared.contracts import TERMINAL_STATES
 from shared.db import create_engine, migrate
 from shared.db.models import EsdhDocument, Item, SourceMessage
 from tests.conftest import async_wait_for
-from tests.e2e.conftest import IMAP_USER, Processes, service_env
+from tests.e2e.conftest import IMAP_USER, Processes, remove_topology, service_env
 from tests.support.dovecot import DovecotServer
 from tests.support.smtp import SmtpServer
 
@@ -110,9 +110,13 @@ async def _assert_outcomes(engine, messages: list[DemoMessage], smtp: SmtpServer
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as api:
         await async_wait_for(lambda: _api_up(api), timeout=30)
         for it in journalised[:10]:
-            r = await api.get("/api/v1/audit/journal", params={"case_number": it.case_number})
-            assert r.status_code == 200, r.text
-            assert any(str(it.id) == str(e.get("item_id")) for e in _entries(r.json())), it.id
+            async def found(it=it) -> bool:  # type: ignore[no-untyped-def]
+                r = await api.get("/api/v1/audit/journal",
+                                  params={"case_number": it.case_number})
+                assert r.status_code == 200, r.text
+                return any(str(it.id) == str(e.get("item_id")) for e in _entries(r.json()))
+
+            await async_wait_for(found, timeout=10)  # chained within moments of the commit
             r = await api.get(f"/api/v1/items/{it.id}")
             assert r.status_code == 200 and r.json()["state"] == "done"
     # The inbox is empty and every message is kept in a folder.
@@ -157,6 +161,7 @@ async def test_separate_processes_on_rabbitmq_and_postgres(
         raise
     finally:
         procs.stop()
+        await remove_topology(env)
 
 
 async def test_all_in_one_on_sqlite(tmp_path: Path, tenant: Path, dovecot: DovecotServer,

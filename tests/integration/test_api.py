@@ -66,6 +66,7 @@ async def _journalised_item(rt: Runtime, unit: str, *, outcome: RouteOutcome = R
         await Journal(rt.tenant, LocalArchive).handle(event, uow)
         await uow.commit()
     await Receipts(rt.uow, rt.tenant, make_sender(rt.settings)).deliver(event)
+    await rt.chain_audit()  # what every process's housekeeping does moments later
     return item_id
 
 

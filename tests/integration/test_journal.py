@@ -111,6 +111,7 @@ async def test_redelivered_item_gets_one_receipt_one_case_one_document(
     await asyncio.sleep(0.3)  # let any (wrong) second send arrive
     assert await _receipt_ids(smtp_server) == [f"<receipt-{item_id}@{DOMAIN}>"]
     assert smtp_server.messages[0].rcpt_tos == ("borger@example.dk",)
+    await runtime.chain_audit()
 
     async with runtime.uow() as uow:
         s = uow.session
@@ -168,6 +169,7 @@ async def test_matched_case_missing_from_archive_makes_one_new_case(runtime: Run
     assert number.startswith("05.09.04-G01-") and number != event.case_number
     assert await _scalar(runtime, select(func.count()).select_from(EsdhDocument).where(
         EsdhDocument.item_id == item_id)) == 1
+    await runtime.chain_audit()
     detail = await _scalar(runtime, select(AuditEntry.details).where(
         AuditEntry.item_id == item_id, AuditEntry.action == "journalised"))
     assert detail["matched_case_missing"] == "99.99.99-G01-1-99"
@@ -203,6 +205,7 @@ async def test_no_receipt_for_robots_and_irrelevant_items(
         Receipt.item_id == item_id)) == 0
     assert await _scalar(runtime, select(Item.state).where(Item.id == item_id)) == (
         "not_relevant" if kind == "not_relevant" else "done")
+    await runtime.chain_audit()
     action = await _scalar(runtime, select(AuditEntry.action).where(AuditEntry.item_id == item_id))
     assert action == outcome.value
 
@@ -281,6 +284,8 @@ async def test_audit_chain_verifies_under_concurrency_and_detects_tampering(
             await uow.commit()
 
     await asyncio.gather(*(one(n) for n in range(8)))
+    # Several chainers at once, as with several processes: one chain, every entry once.
+    await asyncio.gather(*(runtime.chain_audit() for _ in range(3)))
     async with runtime.uow() as uow:
         result = await audit.verify(uow.session)
         assert result.ok, result.message
@@ -322,3 +327,22 @@ async def test_concurrent_deliveries_in_one_process_send_once(
     sent = await asyncio.gather(*(receipts.deliver(event) for _ in range(4)))
     assert sorted(sent) == [False, False, False, True]
     assert smtp_server.count() == 1
+
+
+async def test_audit_entries_share_the_fate_of_their_transaction(runtime: Runtime) -> None:
+    item_id = uuid.uuid4()
+    async with runtime.uow() as uow:  # rolled back: the effect did not happen
+        await audit.append(uow.session, action="test", actor="test", item_id=item_id,
+                           details={"n": 1})
+    async with runtime.uow() as uow:
+        await audit.append(uow.session, action="test", actor="test", item_id=item_id,
+                           details={"n": 2})
+        assert await audit.recorded(uow.session, item_id, "test")  # pending counts too
+        await uow.commit()
+    await runtime.chain_audit()
+    async with runtime.uow() as uow:
+        rows = (await uow.session.execute(select(AuditEntry.details).where(
+            AuditEntry.item_id == item_id))).scalars().all()
+        assert rows == [{"n": 2}]
+        assert await audit.recorded(uow.session, item_id, "test")
+        assert (await audit.verify(uow.session)).ok

@@ -74,6 +74,7 @@ async def test_consumer_processes_once_and_publishes_after_commit(tmp_path: Path
         await async_wait_for(lambda: _true(len(downstream) >= 1), timeout=10)
         await asyncio.sleep(0.2)
         assert seen == [event.message_id]
+        await runtime.relay.flush()
         assert len(downstream) == 1 and downstream[0].causation_id == event.message_id
         async with runtime.uow() as uow:
             inbox = (await uow.session.execute(select(InboxEntry).where(
