@@ -58,7 +58,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def migrate(url: str, revision: str = "head") -> None:
+def migrate(url: str, revision: str = "heads") -> None:
     """Bring the schema to `revision` with Alembic (blocking; run it in a thread from async)."""
     from alembic import command
     from alembic.config import Config
