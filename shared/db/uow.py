@@ -8,7 +8,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contracts import TERMINAL_STATES, ItemEvent, ItemState, encode_event
@@ -37,16 +38,16 @@ class UnitOfWork:
         self._committed = True
 
     async def claim(self, consumer: str, message_id: uuid.UUID) -> bool:
-        """Record that `consumer` processes `message_id`; False if it already did."""
-        if await self.session.get(InboxEntry, (consumer, message_id)) is not None:
-            return False
-        self.session.add(InboxEntry(consumer=consumer, message_id=message_id))
-        try:
-            await self.session.flush()
-        except IntegrityError:  # a concurrent redelivery won the race
-            await self.session.rollback()
-            return False
-        return True
+        """Record that `consumer` processes `message_id`; False if it already did.
+
+        One INSERT ... ON CONFLICT DO NOTHING: a concurrent redelivery waits for the first
+        transaction and then finds the row, so exactly one of them gets True."""
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        result = await self.session.execute(
+            insert(InboxEntry).values(consumer=consumer, message_id=message_id,
+                                      processed_at=utcnow()).on_conflict_do_nothing())
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def emit(self, event: ItemEvent) -> None:
         """Store `event` in the outbox; it is published after commit."""
