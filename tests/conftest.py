@@ -4,6 +4,7 @@ reachable on a developer's machine, and fail under CI=true, where everything mus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -56,19 +57,28 @@ def _psql(sql: str) -> None:
                    capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session, dropped afterwards."""
+@contextlib.contextmanager
+def new_database(prefix: str = "pf_test") -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped afterwards."""
     if not port_open("127.0.0.1", 5432):
         unavailable("PostgreSQL on 127.0.0.1:5432")
     from shared.db import migrate
 
-    name = f"pf_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     _psql(f"CREATE DATABASE {name}")
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    migrate(url)
-    yield url
-    _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        migrate(url)
+        yield url
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database shared by this test session (tests use random ids)."""
+    with new_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import DEMO_TENANT_DIR
-from tests.conftest import _psql, free_port, port_open, unavailable
+from tests.conftest import free_port, new_database
 from tests.support.dovecot import DovecotServer, dovecot  # noqa: F401  (fixture)
 from tests.support.smtp import smtp_server  # noqa: F401  (fixture)
 
@@ -25,16 +25,8 @@ IMAP_USER, IMAP_PASSWORD = "post@demoby.dk", "hemmelig"
 @pytest.fixture
 def fresh_pg() -> Iterator[str]:
     """A database of its own, so the reconciler sees only this test's items."""
-    if not port_open("127.0.0.1", 5432):
-        unavailable("PostgreSQL on 127.0.0.1:5432")
-    from shared.db import migrate
-
-    name = f"pf_e2e_{uuid.uuid4().hex[:12]}"
-    _psql(f"CREATE DATABASE {name}")
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    migrate(url)
-    yield url
-    _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with new_database("pf_e2e") as url:
+        yield url
 
 
 @pytest.fixture
