@@ -40,13 +40,14 @@ async def serve(settings: Settings, names: tuple[str, ...]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    if settings.metrics_port and "api" not in names:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.api_host)
     runtime = Runtime(settings)
     await runtime.start()
     api_task: asyncio.Task[None] | None = None
+    health = None
+    if settings.metrics_port and "api" not in names:
+        from postfordeler.health import serve_health
+
+        health = await serve_health(runtime, settings.api_host, settings.metrics_port)
     try:
         workers = tuple(n for n in names if n in WORKERS)
         await start_workers(runtime, workers)
@@ -59,6 +60,8 @@ async def serve(settings: Settings, names: tuple[str, ...]) -> None:
         await stop.wait()
     finally:
         log.info("stopping", services=list(names))
+        if health is not None:
+            health.close()
         if api_task is not None:
             await api_task
         await runtime.stop()

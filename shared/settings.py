@@ -54,7 +54,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
-    metrics_port: int | None = Field(None, description="Expose /metrics of a worker process.")
+    metrics_port: int | None = Field(
+        None, description="Port of a worker process's /health/live, /health/ready and /metrics.")
     log_level: str = "INFO"
     log_format: str = Field("json", description="json or console")
 

@@ -92,6 +92,9 @@ class MemoryBus:
         self._subscriptions.add(sub)
         return sub
 
+    async def healthy(self) -> bool:
+        return True
+
     async def dead_letter_count(self, consumer: str) -> int:
         q = self._queues.get(consumer)
         return len(q.dead) if q else 0

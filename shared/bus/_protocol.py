@@ -36,6 +36,9 @@ class Bus(Protocol):
     async def dead_letter_count(self, consumer: str) -> int:
         """Messages waiting in the consumer's dead-letter queue."""
 
+    async def healthy(self) -> bool:
+        """Whether the bus can deliver now (for readiness probes)."""
+
 
 def topic_matches(pattern: str, topic: str) -> bool:
     """AMQP topic matching: `*` is one word, `#` zero or more."""

@@ -249,6 +249,9 @@ class RabbitBus:
             result = queue.declaration_result
             return int(result.message_count or 0)
 
+    async def healthy(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
     def queue_name(self, consumer: str) -> str:
         return f"{self.exchange_name}.{consumer}"
 
