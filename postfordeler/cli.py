@@ -73,6 +73,25 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(data_dir, timeout)))
 
 
+@app.command("healthcheck")
+def healthcheck() -> None:
+    """Exit 0 when this machine's API or worker health endpoint says it is live (for
+    container health checks)."""
+    import urllib.request
+
+    settings = Settings()
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host  # noqa: S104
+    for port in filter(None, (settings.api_port, settings.metrics_port)):
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health/live", timeout=3) as r:
+                if r.status == 200:
+                    raise typer.Exit(0)
+        except OSError:
+            continue
+    typer.echo("not live", err=True)
+    raise typer.Exit(1)
+
+
 @app.command("reconcile")
 def reconcile() -> None:
     """Re-publish items stuck in a non-terminal state (one pass)."""
