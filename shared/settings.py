@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout: float = 30.0
     outbox_dir: Path | None = None
+    # Receipts that SMTP could not take wait and are retried with doubling delays from
+    # receipt_retry_base up to receipt_retry_max_delay, receipt_max_attempts times in all.
+    receipt_retry_base: float = 30.0
+    receipt_retry_max_delay: float = 3600.0
+    receipt_max_attempts: int = 12
+    receipt_sweep_interval: float = 10.0
+    esdh_timeout: float = Field(30.0, description="Seconds per ESDH HTTP call.")
+    retention_days: int | None = Field(
+        None, description="Delete message content (blobs, text) this many days after an item "
+                          "reached a final state; audit entries stay. None keeps everything.")
+    retention_interval: float = 3600.0
 
     poll_interval: float = Field(10.0, description="Seconds between mailbox polls.")
     ingest_concurrency: int = Field(8, description="Messages a mailbox poll handles at once.")

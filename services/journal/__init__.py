@@ -24,10 +24,11 @@ from shared.runtime import Consumer, Runtime
 
 from .archive import LocalArchive
 from .handler import Journal
-from .receipts import Receipts, compose, make_sender, receipt_due, receipt_message_id
+from .receipt_text import compose, receipt_due, receipt_message_id
+from .receipts import Receipts, RetryPolicy, make_sender
 
-__all__ = ["Journal", "LocalArchive", "Receipts", "compose", "make_sender", "receipt_due",
-           "receipt_message_id", "seed_cases", "start"]
+__all__ = ["Journal", "LocalArchive", "Receipts", "RetryPolicy", "compose", "make_sender",
+           "receipt_due", "receipt_message_id", "seed_cases", "start"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +38,8 @@ async def start(runtime: Runtime) -> None:
     with contextlib.suppress(IntegrityError):
         await seed_cases(runtime)
     journal = Journal(runtime.tenant, LocalArchive)
-    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings),
+                        policy=RetryPolicy.from_settings(runtime.settings))
     await runtime.start_consumer(Consumer("journal", ("item.routed",), journal.handle))
 
     async def on_routed(event: ItemEvent) -> None:
@@ -57,6 +59,9 @@ async def start(runtime: Runtime) -> None:
     # the SMTP call. The Receipt row is this consumer's de-duplication instead. The bus cancels
     # the subscription when the runtime closes it.
     await runtime.bus.subscribe("journal-receipts", ("item.routed",), on_routed, gave_up)
+    # Receipts SMTP did not take wait in their rows; retried with back-off from there.
+    runtime.spawn(runtime.run_periodic(runtime.settings.receipt_sweep_interval,
+                                       receipts.retry_due, "receipt-retry"), "receipt-retry")
 
 
 async def seed_cases(runtime: Runtime) -> int:

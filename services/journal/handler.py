@@ -25,7 +25,7 @@ from shared.errors import InvalidInput
 from shared.esdh import DocumentRef, Esdh, NewCase, NewDocument
 from shared.tenant import Tenant
 
-from .receipts import is_auto_reply, receipt_due, receipt_message_id
+from .receipt_text import is_auto_reply, receipt_due, receipt_message_id
 
 log = structlog.get_logger(__name__)
 

@@ -174,6 +174,31 @@ class Receipt(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending, sent
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column()
+    # Waiting receipts (status pending) are retried from next_attempt_at; `event` is the
+    # ItemRouted JSON the retry composes from. Also the lease of the process sending it.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    event: Mapped[str | None] = mapped_column(Text)
+
+
+class EsdhCall(Base):
+    """The result of an ESDH call made under an idempotency key (remote ESDH adapters), so a
+    retried journalisation continues where it stopped instead of creating again."""
+
+    __tablename__ = "esdh_calls"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Retention(Base):
+    """Items whose message content was deleted by the retention job (audit entries stay)."""
+
+    __tablename__ = "retention"
+
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    purged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEntry(Base):

@@ -8,13 +8,15 @@ import email
 import email.policy
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 
 import services.journal as journal
-from services.journal import Journal, LocalArchive, Receipts, make_sender, seed_cases
+from services.journal import Journal, LocalArchive, Receipts, RetryPolicy, make_sender, seed_cases
+from services.journal.receipts import _aware
 from shared import audit
 from shared.contracts import ItemRouted, ItemState, JournalAction, RouteOutcome
 from shared.db.models import (
@@ -25,8 +27,8 @@ from shared.db.models import (
     ItemTransition,
     OutboxMessage,
     Receipt,
+    utcnow,
 )
-from shared.errors import TransientError
 from shared.runtime import Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
 from tests.conftest import async_wait_for
@@ -222,35 +224,80 @@ async def test_triage_gets_a_receipt_and_stays_in_triage(
         EsdhDocument.item_id == item_id)) == 0
 
 
-async def test_smtp_refusing_is_transient_and_the_receipt_follows_later(
+async def _make_due(rt: Runtime, item_id: uuid.UUID) -> None:
+    async with rt.uow() as uow:
+        await uow.session.execute(update(Receipt).where(Receipt.item_id == item_id)
+                                  .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        await uow.commit()
+
+
+async def test_smtp_refusing_makes_the_receipt_wait_and_retry_with_back_off(
         runtime: Runtime, smtp_server: SmtpServer) -> None:  # noqa: F811
     item_id = await _item(runtime)
     event = _routed(item_id)
-    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings),
+                        policy=RetryPolicy(base=60, max_delay=600, max_attempts=3))
     smtp_server.refuse(451)
-    with pytest.raises(TransientError):
-        await receipts.deliver(event)
+    assert await receipts.deliver(event) is False
     async with runtime.uow() as uow:
         row = await uow.session.get(Receipt, item_id)
         assert row is not None and (row.status, row.attempts) == ("pending", 1)
+        assert row.last_error and "451" in row.last_error
+        wait = _aware(row.next_attempt_at) - utcnow()  # type: ignore[operator]
+        assert timedelta(seconds=50) < wait <= timedelta(seconds=60)
+    assert await receipts.deliver(event) is False  # a redelivery does not jump the queue
+    assert await receipts.retry_due() == 0  # not due yet
+    await _make_due(runtime, item_id)
+    assert await receipts.retry_due() == 0  # still refused: the delay doubles
+    async with runtime.uow() as uow:
+        row = await uow.session.get(Receipt, item_id)
+        assert row is not None and row.attempts == 2
+        assert _aware(row.next_attempt_at) - utcnow() > timedelta(seconds=100)  # type: ignore[operator]
     assert smtp_server.count() == 0
     smtp_server.accept()
-    assert await receipts.deliver(event) is True
+    await _make_due(runtime, item_id)
+    assert await receipts.retry_due() == 1
+    assert await receipts.retry_due() == 0
     assert await receipts.deliver(event) is False  # sent: never again
     assert await _receipt_ids(smtp_server) == [f"<receipt-{item_id}@{DOMAIN}>"]
     async with runtime.uow() as uow:
         row = await uow.session.get(Receipt, item_id)
-        assert row is not None and (row.status, row.attempts) == ("sent", 2)
+        assert row is not None and (row.status, row.attempts) == ("sent", 3)
+        assert row.next_attempt_at is None
 
 
-async def test_smtp_unreachable_is_transient(db_url: str, tmp_path: Path) -> None:
+async def test_receipt_fails_after_max_attempts_and_is_audited(
+        runtime: Runtime, smtp_server: SmtpServer) -> None:  # noqa: F811
+    item_id = await _item(runtime)
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings),
+                        policy=RetryPolicy(base=60, max_attempts=2))
+    smtp_server.refuse(451)
+    assert await receipts.deliver(_routed(item_id)) is False
+    await _make_due(runtime, item_id)
+    assert await receipts.retry_due() == 0
+    async with runtime.uow() as uow:
+        row = await uow.session.get(Receipt, item_id)
+        assert row is not None and (row.status, row.attempts) == ("failed", 2)
+    await runtime.chain_audit()
+    detail = await _scalar(runtime, select(AuditEntry.details).where(
+        AuditEntry.item_id == item_id, AuditEntry.action == "receipt_failed"))
+    assert detail["attempts"] == 2 and "451" in detail["error"]
+    smtp_server.accept()
+    await _make_due(runtime, item_id)
+    assert await receipts.retry_due() == 0 and smtp_server.count() == 0
+
+
+async def test_smtp_unreachable_waits(db_url: str, tmp_path: Path) -> None:
     settings = _settings(tmp_path, db_url, None).model_copy(
         update={"smtp_host": "127.0.0.1", "smtp_port": 1})
     rt = Runtime(settings)
     try:
         item_id = await _item(rt)
-        with pytest.raises(TransientError):
-            await Receipts(rt.uow, rt.tenant, make_sender(settings)).deliver(_routed(item_id))
+        assert not await Receipts(rt.uow, rt.tenant, make_sender(settings)).deliver(
+            _routed(item_id))
+        async with rt.uow() as uow:
+            row = await uow.session.get(Receipt, item_id)
+            assert row is not None and row.status == "pending" and row.last_error
     finally:
         await rt.stop()
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import email
 import email.policy
 import uuid
+from pathlib import Path
 
 import pytest
 
 from services.journal.archive import next_serial
-from services.journal.receipts import (
+from services.journal.receipt_text import (
     ReceiptContent,
+    ReceiptTemplates,
     compose,
+    form_id_of,
     is_auto_reply,
     receipt_due,
     receipt_message_id,
     reference,
 )
+from services.journal.receipts import RetryPolicy
 from shared.contracts import ItemRouted, JournalAction, RouteOutcome
 
 
@@ -83,3 +87,61 @@ def test_case_serials_continue_after_the_highest() -> None:
                "05.09.04-G01-x-26"]
     assert next_serial(numbers, "05.09.04-G01-", "-26") == 13
     assert next_serial([], "00.00.00-G01-", "-26") == 1
+
+
+def _content(**kw: object) -> ReceiptContent:
+    base: dict[str, object] = dict(item_id=uuid.uuid4(), to="a@b.dk", subject="Storskrald",
+                                   municipality="Demoby Kommune", domain="demoby.dk",
+                                   from_address="post@demoby.dk", unit_name="Affald og Genbrug",
+                                   unit_id="affald")
+    return ReceiptContent(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def _bodies(msg) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    return (msg.get_body(("plain",)).get_content(), msg.get_body(("html",)).get_content())
+
+
+def test_tenant_templates_per_form_and_unit_and_answer_times(tmp_path: Path) -> None:
+    (tmp_path / "receipts" / "form").mkdir(parents=True)
+    (tmp_path / "receipts" / "unit").mkdir(parents=True)
+    (tmp_path / "receipts.yaml").write_text(
+        "default: {next_steps: Vi læser din henvendelse., answer_time: inden for 10 arbejdsdage}\n"
+        "units: {affald: {answer_time: inden for 5 arbejdsdage}}\n"
+        "forms: {bestil-storskrald: {next_steps: Vi henter dit storskrald på din tømmedag.}}\n",
+        encoding="utf-8")
+    (tmp_path / "receipts" / "form" / "bestil-storskrald.txt.j2").write_text(
+        '{% extends "receipt.txt.j2" %}{% block greeting %}Kære borger{% endblock %}',
+        encoding="utf-8")
+    (tmp_path / "receipts" / "unit" / "affald.html.j2").write_text(
+        "<p>Affald: {{ reference }} {{ answer_time }}</p>", encoding="utf-8")
+    templates = ReceiptTemplates(tmp_path)
+
+    form = compose(_content(form_id="bestil-storskrald"), templates)
+    plain, html = _bodies(form)
+    assert plain.startswith("Kære borger")  # the form's own text template
+    assert "Hvad sker der nu? Vi henter dit storskrald på din tømmedag." in plain
+    assert "Du kan forvente svar inden for 5 arbejdsdage." in plain  # the unit's answer time
+    assert html.startswith("<p>Affald: PF-")  # no form HTML template: the unit's
+
+    other = compose(_content(unit_id="parkering", unit_name="Parkering"), templates)
+    plain, html = _bodies(other)
+    assert plain.startswith("Kære afsender")  # built-in default
+    assert "Vi læser din henvendelse." in plain and "inden for 10 arbejdsdage" in html
+
+
+def test_builtin_receipt_says_what_happens_next_only_when_known() -> None:
+    plain, _ = _bodies(compose(_content()))
+    assert "Hvad sker der nu?" not in plain and "forvente svar" not in plain
+    plain, html = _bodies(compose(_content(next_steps="Vi ringer.", answer_time="i morgen")))
+    assert "Hvad sker der nu? Vi ringer." in plain and "Du kan forvente svar i morgen." in html
+
+
+def test_form_id_from_entity_or_form_channel() -> None:
+    assert form_id_of("email", "post", [{"kind": "form", "value": "x"}]) == "x"
+    assert form_id_of("form", "form:bestil-storskrald", []) == "bestil-storskrald"
+    assert form_id_of("email", "post", None) is None
+
+
+def test_receipt_retry_back_off_doubles_up_to_the_cap() -> None:
+    policy = RetryPolicy(base=30, max_delay=600, max_attempts=5)
+    assert [policy.delay(n) for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 480, 600]
