@@ -60,11 +60,27 @@ class Address(Frozen):
     address: str = ""
 
 
+class PageText(Frozen):
+    """How one page of a document was read: its text layer, or OCR with its confidence."""
+
+    page: int = Field(ge=1)
+    source: Literal["text_layer", "ocr"]
+    chars: int = 0
+    confidence: float | None = None  # OCR: mean word confidence, 0-100
+    orientation: int = 0  # OCR: degrees the page was turned as found (0, 90, 180, 270)
+    problem: str | None = None  # why the page gave no text, if it failed
+
+
 class AttachmentRef(Frozen):
     filename: str
     content_type: str
     blob: BlobRef
     text: BlobRef | None = None
+    # Structure: the index (in the item's attachments) of the forwarded mail, archive or
+    # winmail.dat this part came out of; None for a part of the item itself.
+    parent: int | None = None
+    pages: tuple[PageText, ...] = ()
+    problem: str | None = None  # why its text could not be read (refused or failed)
 
 
 class Entity(Frozen):
@@ -134,12 +150,22 @@ class ItemExtracted(ItemEvent):
     auto_submitted: bool = False
     text: BlobRef
     attachments: tuple[AttachmentRef, ...] = ()
+    pages: tuple[PageText, ...] = ()  # a scanned item's pages (text layer or OCR)
 
 
 class ItemClassified(ItemEvent):
     type: Literal["ItemClassified"] = "ItemClassified"
     entities: tuple[Entity, ...] = ()
     personal_data: bool = False
+    # The routing model's answer (absent when no model is configured): the predicted unit or
+    # not-relevant class, its calibrated probability, whether it is below the abstain threshold,
+    # the features and entities behind it, and the KLE topic suggested for journalising.
+    prediction: str | None = None
+    probability: float | None = None
+    abstain: bool = False
+    explanation: tuple[str, ...] = ()
+    kle_suggestion: str | None = None
+    model: str | None = None
 
 
 class ItemRouted(ItemEvent):

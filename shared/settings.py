@@ -49,6 +49,30 @@ class Settings(BaseSettings):
 
     poll_interval: float = Field(10.0, description="Seconds between mailbox polls.")
     ingest_concurrency: int = Field(8, description="Messages a mailbox poll handles at once.")
+
+    # Extraction limits (decompression and zip bombs) and OCR. Parsing of attachments and
+    # scans runs in extract_workers worker processes, each with an address-space limit of
+    # extract_worker_memory_mb and a time limit per job; a file over a limit fails with a reason.
+    extract_workers: int = Field(2, description="Worker processes for parsing and OCR.")
+    extract_worker_memory_mb: int = Field(2048, description="Address-space limit per worker.")
+    extract_timeout: float = Field(60.0, description="Seconds per parse job (one mail, one file).")
+    ocr_page_timeout: float = Field(90.0, description="Seconds to OCR one page.")
+    ocr_languages: str = Field("dan+eng", description="Tesseract languages.")
+    ocr_dpi: int = Field(300, description="Resolution PDF pages are rasterised at for OCR.")
+    max_file_bytes: int = Field(50 * 2**20, description="Largest mail, scan or attachment.")
+    max_pages: int = Field(200, description="Most pages of one document, and pages OCR'd per item.")
+    max_pixels: int = Field(120_000_000, description="Most pixels of one image or page.")
+    archive_max_members: int = Field(500, description="Most files in one archive.")
+    archive_max_bytes: int = Field(200 * 2**20, description="Most bytes unpacked per item.")
+    archive_max_ratio: int = Field(200, description="Largest compression ratio of a member.")
+    archive_max_depth: int = Field(3, description="Archives inside archives, at most.")
+    # The scan drop folder: files are taken in once their size and mtime held still between
+    # two looks, then moved to scan_archive_dir (or scan_error_dir with a .reason.txt file).
+    scan_dir: Path | None = Field(None, description="Folder the scanner delivers to.")
+    scan_archive_dir: Path | None = Field(None, description="Default <scan_dir>/Behandlet.")
+    scan_error_dir: Path | None = Field(None, description="Default <scan_dir>/Fejl.")
+    scan_interval: float = Field(2.0, description="Seconds between looks at the scan folder.")
+    scan_mailbox: str = Field("scan", description="Name scanned items carry as their mailbox.")
     prefetch: int = 32
     retry_max_attempts: int = Field(5, description="Handler attempts before dead-lettering.")
     retry_base_delay: float = Field(0.5, description="First back-off delay, doubled each time.")

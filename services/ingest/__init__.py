@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from shared.runtime import Consumer, Runtime
 
+from .extraction import ExtractionService
 from .extractor import CONSUMER, Extractor
 from .mailboxes import ImapMailbox, Mailbox, MaildirMailbox, open_mailbox
 from .poller import PollReport, poll_once, run_mailbox
+from .scans import ScanFolder, run_scans
 
 __all__ = [
+    "ExtractionService",
     "Extractor",
     "ImapMailbox",
     "Mailbox",
     "MaildirMailbox",
     "PollReport",
+    "ScanFolder",
     "open_mailbox",
     "poll_once",
     "start",
@@ -27,7 +31,11 @@ __all__ = [
 
 async def start(runtime: Runtime) -> None:
     """Subscribe the extractor and start one poll loop per configured mailbox."""
-    extractor = Extractor(runtime.blobs)
+    service = ExtractionService.from_settings(runtime.settings)
+    runtime.spawn(service.serve(), "extract-pool")
+    extractor = Extractor(runtime.blobs, service)
     await runtime.start_consumer(Consumer(CONSUMER, ("item.received",), extractor.handle))
     for config in runtime.tenant.mailboxes:
         runtime.spawn(run_mailbox(runtime, config), f"poll-{config.name}")
+    if runtime.settings.scan_dir is not None:
+        runtime.spawn(run_scans(runtime, service), "scan-folder")

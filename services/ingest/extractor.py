@@ -1,18 +1,28 @@
 """The extractor consumer: item.received -> parsed text and attachments as blobs ->
-item.extracted. Parsing is in `mime` (pure); this module only loads and stores."""
+item.extracted. Parsing and OCR run in worker processes (extraction.py); this module only
+loads, stores and records. An input that cannot be read (a mail that is not one, a scan that
+breaks a limit) fails the item here with the reason, in the same transaction."""
 
 from __future__ import annotations
-
-import asyncio
 
 import structlog
 
 from shared.blobs import BlobStore
-from shared.contracts import AttachmentRef, ItemEvent, ItemExtracted, ItemReceived, ItemState
+from shared.contracts import (
+    AttachmentRef,
+    Channel,
+    ItemEvent,
+    ItemExtracted,
+    ItemFailed,
+    ItemReceived,
+    ItemState,
+    PageText,
+)
 from shared.db import UnitOfWork
 from shared.errors import InvalidInput
 
-from . import mime
+from .expand import Extraction, Page, join_pages
+from .extraction import ExtractionService
 
 log = structlog.get_logger(__name__)
 CONSUMER = "extractor"
@@ -20,8 +30,9 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 
 
 class Extractor:
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, service: ExtractionService | None = None) -> None:
         self.blobs = blobs
+        self.service = service or ExtractionService()
 
     async def handle(self, event: ItemEvent, uow: UnitOfWork) -> None:
         if not isinstance(event, ItemReceived):
@@ -32,22 +43,54 @@ class Extractor:
             log.info("item already past received", state=item.state)
             return
         raw = await self.blobs.get(event.raw)
-        parsed = await asyncio.to_thread(mime.parse_message, raw)
-        text = await self.blobs.put(parsed.text.encode("utf-8"), TEXT_TYPE)
-        attachments = []
-        for att in parsed.attachments:
-            blob = await self.blobs.put(att.data, att.content_type)
-            att_text = (await self.blobs.put(att.text.encode("utf-8"), TEXT_TYPE)
-                        if att.text is not None else None)
-            attachments.append(AttachmentRef(filename=att.filename, content_type=att.content_type,
-                                             blob=blob, text=att_text))
-        item.subject = parsed.subject
-        item.sender = parsed.sender.address or None
-        extracted = event.follow(
-            ItemExtracted, CONSUMER, channel=event.channel, mailbox=event.mailbox,
-            subject=parsed.subject, sender=parsed.sender, recipients=parsed.recipients,
-            auto_submitted=parsed.auto_submitted, text=text, attachments=tuple(attachments))
+        try:
+            if event.channel == Channel.SCAN:
+                out = await self.service.document(raw, event.source_ref)
+            else:
+                out = await self.service.mail(raw)
+        except InvalidInput as exc:
+            reason = str(exc)[:2000]
+            item.failure_reason = reason
+            failed = event.follow(ItemFailed, CONSUMER, stage=CONSUMER, reason=reason)
+            uow.transition(item, ItemState.FAILED, reason=reason, event=failed)
+            uow.emit(failed)
+            log.warning("item not extractable", reason=reason)
+            return
+        extracted = await self._store(event, out)
+        item.subject = extracted.subject
+        item.sender = extracted.sender.address or None
         uow.transition(item, ItemState.EXTRACTED, event=extracted)
         uow.emit(extracted)
-        log.info("item extracted", attachments=len(attachments), text_chars=len(parsed.text),
-                 auto_submitted=parsed.auto_submitted, defects=len(parsed.defects))
+        log.info("item extracted", attachments=len(extracted.attachments),
+                 pages=len(extracted.pages), problems=sum(1 for p in out.parts if p.problem),
+                 auto_submitted=out.auto_submitted, defects=len(out.defects))
+
+    async def _store(self, event: ItemReceived, out: Extraction) -> ItemExtracted:
+        parts, text = out.parts, out.text
+        pages: tuple[PageText, ...] = ()
+        if event.channel == Channel.SCAN:
+            # The scanned document is the item itself, not an attachment of it.
+            doc, parts = out.parts[0], []
+            pages, text = page_texts(doc.pages), doc.text or join_pages(doc.pages)
+        attachments = []
+        for part in parts:
+            blob = await self.blobs.put(part.data, part.content_type)
+            text_blob = (await self.blobs.put(part.text.encode("utf-8"), TEXT_TYPE)
+                         if part.text is not None else None)
+            attachments.append(AttachmentRef(
+                filename=part.filename, content_type=part.content_type, blob=blob,
+                text=text_blob, parent=part.parent, pages=page_texts(part.pages),
+                problem=part.problem))
+        text_ref = await self.blobs.put(text.encode("utf-8"), TEXT_TYPE)
+        return event.follow(
+            ItemExtracted, CONSUMER, channel=event.channel, mailbox=event.mailbox,
+            subject=out.subject, sender=out.sender, recipients=out.recipients,
+            auto_submitted=out.auto_submitted, text=text_ref, attachments=tuple(attachments),
+            pages=pages)
+
+
+def page_texts(pages: list[Page]) -> tuple[PageText, ...]:
+    return tuple(PageText(page=p.number, source="ocr" if p.source == "ocr" else "text_layer",
+                          chars=len(p.text), confidence=p.confidence, orientation=p.orientation,
+                          problem=p.problem)
+                 for p in sorted(pages, key=lambda p: p.number))
