@@ -20,15 +20,20 @@ from shared import audit
 from shared.contracts import ItemEvent, ItemRouted
 from shared.db.models import EsdhCase
 from shared.errors import InvalidInput
+from shared.esdh import Esdh, load_config
 from shared.runtime import Consumer, Runtime
+from shared.tenant import Tenant
 
 from .archive import LocalArchive
+from .filing import Filing
+from .getorganized import GetOrganized
 from .handler import Journal
 from .receipt_text import compose, receipt_due, receipt_message_id
 from .receipts import Receipts, RetryPolicy, make_sender
+from .sbsys import Sbsys
 
 __all__ = ["Journal", "LocalArchive", "Receipts", "RetryPolicy", "compose", "make_sender",
-           "receipt_due", "receipt_message_id", "seed_cases", "start"]
+           "make_esdh", "receipt_due", "receipt_message_id", "seed_cases", "start"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +42,24 @@ async def start(runtime: Runtime) -> None:
     # Another journal process may seed the same cases at the same moment: theirs is as good.
     with contextlib.suppress(IntegrityError):
         await seed_cases(runtime)
-    journal = Journal(runtime.tenant, LocalArchive)
+    esdh = make_esdh(runtime.tenant)
+    journal = Journal(runtime.tenant, LocalArchive, remote=esdh is not None)
+    if esdh is not None:
+        filing = Filing(runtime.uow, runtime.tenant, esdh, runtime.blobs, runtime.relay)
+
+        async def on_routed_file(event: ItemEvent) -> None:
+            if not isinstance(event, ItemRouted):
+                raise InvalidInput(f"journal-esdh got {type(event).__name__}")
+            await filing.handle(event)
+
+        async def filing_gave_up(event: ItemEvent, exc: BaseException) -> None:
+            # The item stays routed; the reconciler re-publishes it and this continues after
+            # the last recorded step, until it is failed with the reason.
+            log.error("ESDH filing gave up for now", item_id=str(event.item_id),
+                      error=f"{type(exc).__name__}: {exc}"[:300])
+
+        await runtime.bus.subscribe("journal-esdh", ("item.routed",), on_routed_file,
+                                    filing_gave_up)
     receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings),
                         policy=RetryPolicy.from_settings(runtime.settings))
     await runtime.start_consumer(Consumer("journal", ("item.routed",), journal.handle))
@@ -78,3 +100,13 @@ async def seed_cases(runtime: Runtime) -> int:
         await uow.commit()
     log.info("archive seeded", new=len(new), total=len(cases))
     return len(new)
+
+
+def make_esdh(tenant: Tenant) -> Esdh | None:
+    """The tenant's remote ESDH adapter, or None for the built-in local archive."""
+    config = load_config(tenant.directory, tenant.municipality.esdh)
+    if config.kind == "sbsys" and config.sbsys is not None:
+        return Sbsys(config.sbsys)
+    if config.kind == "getorganized" and config.getorganized is not None:
+        return GetOrganized(config.getorganized)
+    return None

@@ -54,6 +54,11 @@ class LocalArchive:
         case = await self._case(case_number)
         return _ref(case) if case else None
 
+    async def search_cases(self, party: str) -> list[CaseRef]:
+        rows = (await self.session.execute(select(EsdhCase).where(
+            EsdhCase.party == party).order_by(EsdhCase.created_at))).scalars().all()
+        return [_ref(r) for r in rows]
+
     async def create_case(self, case: NewCase, *, idempotency_key: str) -> CaseRef:
         existing = (await self.session.execute(select(EsdhCase).where(
             EsdhCase.idempotency_key == idempotency_key))).scalar_one_or_none()

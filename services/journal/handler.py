@@ -37,9 +37,11 @@ def _title(item: Item) -> str:
 
 
 class Journal:
-    def __init__(self, tenant: Tenant, esdh: EsdhFactory) -> None:
+    def __init__(self, tenant: Tenant, esdh: EsdhFactory, *, remote: bool = False) -> None:
         self.tenant = tenant
         self.esdh = esdh
+        # A remote ESDH files outside this transaction (filing.py); here only the audit.
+        self.remote = remote
 
     async def handle(self, event: ItemEvent, uow: UnitOfWork) -> None:
         if not isinstance(event, ItemRouted):
@@ -53,7 +55,9 @@ class Journal:
             entries.append(dict(action=action, actor="router", unit=event.unit,
                                 clerk=event.clerk, case_number=event.case_number,
                                 details=_decision(event)))
-        if event.outcome == RouteOutcome.ROUTED and item.state == ItemState.ROUTED:
+        remote_filing = self.remote and event.journal != JournalAction.NONE
+        if event.outcome == RouteOutcome.ROUTED and item.state == ItemState.ROUTED \
+                and not remote_filing:
             entries += await self._finish(event, item, uow)
         # triage/not_relevant are final already; done/failed means handled before
         for entry in entries:
