@@ -16,6 +16,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+__import__("postfordeler.commands.classifier").commands.classifier.register(app)
+app.command("extract")(__import__("postfordeler.commands.extract", fromlist=["x"]).extract)
+app.add_typer(access.app, name="apikey")
 
 
 def _settings(**overrides: object) -> Settings:

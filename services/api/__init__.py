@@ -23,6 +23,7 @@ from shared.db import create_engine, session_factory
 from shared.db.models import Item
 from shared.settings import Settings
 
+from .audit import router as audit_router
 from .deps import ANONYMOUS, Principal, current_principal
 from .routes import router
 from .schemas import Health
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Postfordeler", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(audit_router)  # audit entries, CSV, CPR query, receipt status
 
     @app.get("/health/live", response_model=Health)
     async def live() -> Health:
