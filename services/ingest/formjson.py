@@ -28,7 +28,7 @@ def form_extraction(data: bytes, limits: Limits) -> Extraction:
         raise InvalidInput("not a JSON form submission (expected an object)")
     fields = doc.get("fields") if isinstance(doc.get("fields"), dict) else doc
     lines = [f"{key}: {value}" for key, value in _flatten(fields, "")]
-    sender = doc.get("sender") if isinstance(doc.get("sender"), dict) else {}
+    sender: dict[str, Any] = doc["sender"] if isinstance(doc.get("sender"), dict) else {}
     address = str(sender.get("email") or next(
         (str(v) for k, v in _flatten(fields, "") if k.lower().rsplit(".", 1)[-1] in _EMAIL_KEYS),
         ""))
