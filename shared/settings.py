@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     exchange: str = "postfordeler"
     blob_dir: Path | None = None
     tenant_dir: Path = DEMO_TENANT_DIR
+    model_dir: Path | None = Field(
+        None, description="Routing model directory (postfordeler train); none: rules only.")
 
     # SMTP for receipts. No host: receipts are written as .eml files to outbox_dir instead.
     smtp_host: str | None = None

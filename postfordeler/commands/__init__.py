@@ -1,0 +1,1 @@
+"""Sub-commands of `postfordeler`, one module per area."""
