@@ -63,7 +63,7 @@ class Extraction:
 def sniff(data: bytes, content_type: str = "", filename: str = "") -> str:
     """What a part is, from its first bytes where they tell, else its declared type."""
     head = data[:1024]
-    if head.startswith(b"%PDF") or b"%PDF-" in head:
+    if head.startswith(b"%PDF"):
         return "pdf"
     if tnef.is_tnef(data):
         return "tnef"
@@ -71,6 +71,8 @@ def sniff(data: bytes, content_type: str = "", filename: str = "") -> str:
         return "image"
     if archives.is_zip(data):
         return "docx" if docx.is_docx(data) else "zip"
+    if b"%PDF-" in head:  # junk before the header, which readers accept
+        return "pdf"
     name = filename.lower()
     if content_type == "message/rfc822" or name.endswith(".eml"):
         return "message"
