@@ -1,26 +1,89 @@
-"""Rule-based entity extraction (pure; no I/O). The deeper Danish pipeline replaces this later.
+"""Entity extraction from Danish municipal mail (pure; no I/O).
 
-Every entity carries its position and a normalised value. CPR numbers are reported masked
-(`DDMMYY-XXXX`) so the full number never travels on the bus or into logs.
+Every entity carries its position (`start`/`end` in the text named by `source`) and a
+normalised value. CPR numbers are reported masked (`DDMMYY-XXXX`) so the full number never
+travels on the bus or into logs. What is tenant-specific (case-number patterns, the case
+register, the KLE plan, unit names) comes in through `Knowledge`; `extract()` without it uses
+the formats of the major ESDH systems and nothing else.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 from shared.contracts import Entity
-from shared.text import keywords
 
-_PLATE = re.compile(r"(?<![\w-])([A-Za-zÆØÅæøå]{2})[ -]?(\d{2})[ -]?(\d{3})(?![\w-])")
-_CASE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("sbsys", re.compile(r"\b\d{2}\.\d{2}\.\d{2}-[A-ZÆØÅ]\d{2}-\d{1,6}-\d{2}\b")),
-    ("getorganized", re.compile(r"\b[A-ZÆØÅ]{2,5}-\d{4}-\d{6}\b")),
-    ("nova", re.compile(r"\bS\d{4}-\d{4,6}\b")),
+from .lemmas import lemma, words
+from .signals import sender_signals
+
+_LETTERS = "A-Za-zÆØÅæøå"
+_PLATE = re.compile(rf"(?<![\w-])([{_LETTERS}]{{2}})[ -]?(\d{{2}})[ -]?(\d{{3}})(?![\w-])")
+ESDH_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("sbsys", r"\b\d{2}\.\d{2}\.\d{2}-[A-ZÆØÅ]\d{2}-\d{1,6}-\d{2}\b"),
+    ("getorganized", r"\b[A-ZÆØÅ]{2,5}-\d{4}-\d{6}\b"),
+    ("nova", r"\bS\d{4}-\d{4,6}\b"),
 )
+# What citizens write: "sagsnr. 131-25", "j.nr. 2024-123", "jeres ref.: 05.09.04-131-25".
+_LOOSE_CASE = re.compile(
+    r"\b(?:sags?(?:nr|nummer)?|j\.?\s?nr|journal(?:nr|nummer)|(?:jeres|vores|deres|din)\s+ref"
+    r"(?:erence)?|ref(?:\.|erence)?(?:nr)?)\.?\s*:?\s*(?:nr\.?\s*)?"
+    r"([A-ZÆØÅ0-9][A-ZÆØÅ0-9.\-/]*\d)", re.IGNORECASE)
 _CPR = re.compile(r"(?<![\d-])(\d{2})(\d{2})(\d{2})-?(\d{4})(?![\d-])")
-_EMAIL_DOMAIN = re.compile(r"@([A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
+_CVR = re.compile(r"(?<![\d-])(?:cvr[.\s-]*(?:nr\.?|nummer)?\s*:?\s*)(\d{2} ?\d{2} ?\d{2} ?\d{2})"
+                  r"(?![\d-])", re.IGNORECASE)
+_CVR_WEIGHTS = (2, 7, 6, 5, 4, 3, 2, 1)
+_KLE = re.compile(r"(?<![\d.\-])(\d{2})(?:\.(\d{2}))?(?:\.(\d{2}))?(?:[ -]([A-ZÆØÅ]\d{2}))?"
+                  r"(?![\d.]\d|-\d)")
+_KLE_CONTEXT = re.compile(r"\bkle\b|emne(?:nr|nummer)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the extractor knows about one tenant (built once at start-up)."""
+
+    case_patterns: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+        (name, re.compile(rx)) for name, rx in ESDH_PATTERNS)
+    cases: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    kle_codes: frozenset[str] | None = None
+    # lemma sequence -> (entity kind, value): department names and synonyms, rule phrases
+    phrases: Mapping[tuple[str, ...], tuple[str, str]] = field(default_factory=dict)
+    own_domains: frozenset[str] = frozenset()
+
+    _by_suffix: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[str]] = {}
+        for number in self.cases:
+            index.setdefault(_suffix(number), []).append(number)
+        object.__setattr__(self, "_by_suffix", index)
+
+    def confirm_case(self, candidate: str) -> str | None:
+        """The register's case number for `candidate`, when the register confirms it: the
+        exact number, or a loose "131-25" whose serial and year name exactly one case."""
+        if candidate in self.cases:
+            return candidate
+        hits = self._by_suffix.get(_suffix(candidate), [])
+        return hits[0] if len(hits) == 1 else None
+
+
+def _suffix(number: str) -> str:
+    """The serial and year of a case number ("05.09.04-K07-131-25" -> "131-25")."""
+    parts = re.split(r"[-/]", number.strip().upper())
+    return "-".join(parts[-2:]) if len(parts) >= 2 else number.upper()
+
+
+def compile_phrases(entries: Iterable[tuple[str, str, str]],
+                    ) -> dict[tuple[str, ...], tuple[str, str]]:
+    """(text, kind, value) entries -> the lemma-sequence table `Knowledge.phrases` wants."""
+    table: dict[tuple[str, ...], tuple[str, str]] = {}
+    for text, kind, value in entries:
+        key = tuple(lemma(w) for w in words(text))
+        if key:
+            table.setdefault(key, (kind, value))
+    return table
 
 
 def licence_plates(text: str, source: str = "body") -> Iterator[Entity]:
@@ -30,11 +93,33 @@ def licence_plates(text: str, source: str = "body") -> Iterator[Entity]:
                      end=m.end(), source=source)
 
 
-def case_numbers(text: str, source: str = "body") -> Iterator[Entity]:
-    for system, pattern in _CASE_PATTERNS:
+def case_numbers(text: str, source: str = "body", knowledge: Knowledge | None = None,
+                 ) -> Iterator[Entity]:
+    """Case numbers the register confirms (`case_number`) and unconfirmed `case_candidate`s.
+
+    Without a register (no knowledge) the formal ESDH formats count as case numbers, as before.
+    """
+    k = knowledge or Knowledge()
+    seen: set[tuple[int, int]] = set()
+    for system, pattern in k.case_patterns:
         for m in pattern.finditer(text):
-            yield Entity(kind="case_number", value=m.group(), start=m.start(), end=m.end(),
-                         source=f"{source}:{system}")
+            seen.add(m.span())
+            yield _case(m.group(), m.start(), m.end(), f"{source}:{system}", knowledge)
+    for m in _LOOSE_CASE.finditer(text):
+        start, end = m.span(1)
+        if any(s <= start < e for s, e in seen) or not re.search(r"\d.*[-/]\d", m.group(1)):
+            continue
+        yield _case(m.group(1), start, end, f"{source}:loose", knowledge)
+
+
+def _case(candidate: str, start: int, end: int, source: str, k: Knowledge | None) -> Entity:
+    if k is None:
+        return Entity(kind="case_number", value=candidate, start=start, end=end, source=source)
+    confirmed = k.confirm_case(candidate)
+    if confirmed is None:
+        return Entity(kind="case_candidate", value=candidate, start=start, end=end,
+                      source=source)
+    return Entity(kind="case_number", value=confirmed, start=start, end=end, source=source)
 
 
 def cpr_numbers(text: str, source: str = "body") -> Iterator[Entity]:
@@ -59,20 +144,80 @@ def _valid_date(day: int, month: int, year: int) -> bool:
     return True
 
 
+def valid_cvr(digits: str) -> bool:
+    """Modulus 11 with the weights 2,7,6,5,4,3,2,1 (the check digit is the last)."""
+    if len(digits) != 8 or not digits.isdigit() or digits[0] == "0":
+        return False
+    return sum(int(d) * w for d, w in zip(digits, _CVR_WEIGHTS, strict=True)) % 11 == 0
+
+
+def cvr_numbers(text: str, source: str = "body") -> Iterator[Entity]:
+    """CVR numbers named as such ("CVR 12345678", "cvr-nr.: 1234 5678") that pass modulus 11."""
+    for m in _CVR.finditer(text):
+        digits = m.group(1).replace(" ", "")
+        if valid_cvr(digits):
+            yield Entity(kind="cvr", value=digits, start=m.start(1), end=m.end(1), source=source)
+
+
+def kle_numbers(text: str, source: str = "body", plan: frozenset[str] | None = None,
+                ) -> Iterator[Entity]:
+    """KLE numbers: NN.NN.NN or NN.NN anywhere, a bare NN only after "KLE"; with a plan loaded
+    only numbers the plan has count. A handlingsfacet (G01, K07, ...) is kept with the number."""
+    for m in _KLE.finditer(text):
+        main, group, topic, facet = m.groups()
+        if group is None and not _KLE_CONTEXT.search(text, max(0, m.start() - 12), m.start()):
+            continue
+        if group is not None and topic is None and facet is None and not _KLE_CONTEXT.search(
+                text, max(0, m.start() - 12), m.start()):
+            continue  # "12.30" is a time or an amount far more often than a KLE group
+        code = ".".join(p for p in (main, group, topic) if p is not None)
+        if plan is not None and code not in plan:
+            continue
+        value = f"{code} {facet}" if facet else code
+        yield Entity(kind="kle", value=value, start=m.start(), end=m.end(), source=source)
+
+
+def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source: str = "body",
+            ) -> Iterator[Entity]:
+    """Phrases of the table (department names, synonyms, rule phrases) found on lemmas."""
+    if not table:
+        return
+    longest = max(len(k) for k in table)
+    found = [(m, lemma(m.group())) for m in re.finditer(r"[^\W\d_]+(?:-[^\W\d_]+)*", text)]
+    for i in range(len(found)):
+        for n in range(min(longest, len(found) - i), 0, -1):
+            key = tuple(lem for _, lem in found[i:i + n])
+            hit = table.get(key)
+            if hit is not None:
+                yield Entity(kind=hit[0], value=hit[1], start=found[i][0].start(),
+                             end=found[i + n - 1][0].end(), source=source)
+                break
+
+
+def keywords(*texts: str, limit: int = 300) -> list[str]:
+    """The distinct lemmas of the texts (words of three letters or more), sorted."""
+    return sorted({lemma(w) for t in texts for w in words(t) if len(w) >= 3})[:limit]
+
+
 def extract(subject: str, body: str, *, sender: str = "", auto_submitted: bool = False,
+            knowledge: Knowledge | None = None, headers: Mapping[str, str] | None = None,
             max_keywords: int = 300) -> tuple[Entity, ...]:
     """All entities of an item, de-duplicated on (kind, value), in a stable order."""
+    k = knowledge
     found: list[Entity] = []
     for source, text in (("subject", subject), ("body", body)):
         found += licence_plates(text, source)
-        found += case_numbers(text, source)
+        found += case_numbers(text, source, k)
         found += cpr_numbers(text, source)
-    if m := _EMAIL_DOMAIN.search(sender.strip()):
-        found.append(Entity(kind="sender_domain", value=m.group(1).lower(), source="sender"))
-    if auto_submitted:
-        found.append(Entity(kind="auto_reply", value="true", source="headers"))
-    words = sorted(keywords(subject) | keywords(body))[:max_keywords]
-    found += (Entity(kind="keyword", value=w, source="text") for w in words)
+        found += cvr_numbers(text, source)
+        found += kle_numbers(text, source, k.kle_codes if k else None)
+        if k is not None:
+            found += phrases(text, k.phrases, source)
+    found += sender_signals(subject, body, sender, auto_submitted=auto_submitted,
+                            headers=headers or {},
+                            own_domains=k.own_domains if k else frozenset())
+    found += (Entity(kind="keyword", value=w, source="text")
+              for w in keywords(subject, body, limit=max_keywords))
     seen: set[tuple[str, str]] = set()
     unique = []
     for e in found:

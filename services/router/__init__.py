@@ -11,9 +11,9 @@ from shared.errors import ConfigurationError, InvalidInput
 from shared.runtime import Consumer, Runtime
 from shared.tenant import Tenant
 
-from .rules import Decision, Facts, RuleSet, decide
+from .rules import Decision, Facts, Prediction, RuleSet, decide
 
-__all__ = ["Decision", "Facts", "RuleSet", "decide", "load_rules", "start"]
+__all__ = ["Decision", "Facts", "Prediction", "RuleSet", "decide", "load_rules", "start"]
 
 _STATE = {
     RouteOutcome.ROUTED: ItemState.ROUTED,
@@ -43,9 +43,14 @@ async def start(runtime: Runtime) -> None:
         item = await uow.item(event.item_id)
         if item.state != ItemState.CLASSIFIED:
             return
-        facts = Facts(event.entities, mailbox=item.mailbox, channel=item.channel)
+        prediction = None if event.prediction is None else Prediction(
+            event.prediction, event.probability or 0.0, event.abstain, event.explanation,
+            event.kle_suggestion)
+        facts = Facts(event.entities, mailbox=item.mailbox, channel=item.channel,
+                      prediction=prediction)
         d = decide(ruleset, facts, tenant.cases, known_units=tenant.units,
                    fallback_unit=tenant.fallback_unit)
+        # The explanation is stored with the decision (item.decision below) as its reasons.
         routed = event.follow(ItemRouted, "router", outcome=d.outcome, unit=d.unit,
                               clerk=d.clerk, case_number=d.case_number, journal=d.journal,
                               kle=d.kle, receipt=d.receipt, reasons=d.reasons)

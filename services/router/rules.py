@@ -6,11 +6,13 @@
         when: {entity: licence_plate}
         then: {route: parkering, journal: new_case, kle: "05.09.04", receipt: true}
 
-Conditions: `entity` (kind, optionally `equals`), `keywords_any`, `keywords_all`,
-`sender_domain`, `mailbox`, `channel`, `auto_reply`, combined with `all`, `any` and `not`.
-Actions: `route` (a unit id, or `case_owner` for the unit owning a matched case),
-`not_relevant`, `journal` (none, matched_case, new_case), `kle`, `receipt`.
-The first enabled matching rule decides; when none matches, the item goes to manual triage.
+Conditions: `entity` (kind, optionally `equals`), `keywords_any`, `keywords_all` (lemmas or
+phrases), `sender_domain`, `mailbox`, `channel`, `form`, `auto_reply`, combined with `all`,
+`any` and `not`. Actions: `route` (a unit id, or `case_owner` for the unit owning a matched
+case), `not_relevant`, `journal` (none, matched_case, new_case), `kle`, `receipt`.
+The first enabled matching rule decides; when none matches, the routing model's prediction
+decides if its calibrated probability clears its abstain threshold (`model:` sets the journal
+action and receipt of such routes); otherwise the item goes to manual triage.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Condition(BaseModel):
     sender_domain: tuple[str, ...] = ()
     mailbox: tuple[str, ...] = ()
     channel: tuple[str, ...] = ()
+    form: tuple[str, ...] = ()
     auto_reply: bool | None = None
     all: tuple[Condition, ...] = ()
     any: tuple[Condition, ...] = ()
@@ -67,6 +70,16 @@ class Action(BaseModel):
         return self
 
 
+class ModelPolicy(BaseModel):
+    """What a route decided by the model does (the model names only the unit)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    journal: JournalAction = JournalAction.NEW_CASE
+    receipt: bool = True
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,6 +95,7 @@ class RuleSet(BaseModel):
 
     rules: tuple[Rule, ...] = ()
     fallback_receipt: bool = Field(True, description="Send a receipt for items sent to triage.")
+    model: ModelPolicy = ModelPolicy()
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], source: str = "rules.yaml") -> RuleSet:
@@ -94,12 +108,24 @@ class RuleSet(BaseModel):
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """The routing model's answer for an item, as the classifier reported it."""
+
+    label: str
+    probability: float
+    abstain: bool
+    explanation: tuple[str, ...] = ()
+    kle: str | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the rules look at, gathered from the item and its entities."""
 
     entities: tuple[Entity, ...]
     mailbox: str = ""
     channel: str = "email"
+    prediction: Prediction | None = None
 
     def values(self, kind: str) -> list[str]:
         return [e.value for e in self.entities if e.kind == kind]
@@ -130,7 +156,7 @@ def _test(cond: Condition, facts: Facts) -> Explained:
         checks.append(bool(hit))
         if hit:
             why.append(f"{cond.entity.replace('_', ' ')} {hit[0]}")
-    kws = set(facts.values("keyword"))
+    kws = {normalise_keyword(v) for v in facts.values("keyword")}
     if cond.keywords_any:
         hit = [k for k in cond.keywords_any if normalise_keyword(k) in kws]
         checks.append(bool(hit))
@@ -142,7 +168,8 @@ def _test(cond: Condition, facts: Facts) -> Explained:
         if ok:
             why.append("keywords " + ", ".join(f"'{k}'" for k in cond.keywords_all))
     for field, actual in (("sender_domain", facts.values("sender_domain")),
-                          ("mailbox", [facts.mailbox]), ("channel", [facts.channel])):
+                          ("mailbox", [facts.mailbox]), ("channel", [facts.channel]),
+                          ("form", facts.values("form"))):
         wanted: tuple[str, ...] = getattr(cond, field)
         if wanted:
             hit = [a for a in actual if a.lower() in {w.lower() for w in wanted}]
@@ -168,8 +195,10 @@ def _test(cond: Condition, facts: Facts) -> Explained:
 
 
 def decide(ruleset: RuleSet, facts: Facts, cases: Mapping[str, Case], *,
-           known_units: Iterable[str], fallback_unit: str) -> Decision:
-    """Apply the first matching rule; abstain to manual triage when none decides."""
+           known_units: Iterable[str], fallback_unit: str,
+           not_relevant: str = "ikke-relevant") -> Decision:
+    """Apply the first matching rule, else the model's confident prediction, else abstain to
+    manual triage."""
     units = set(known_units)
     matched = next((cases[n] for n in facts.values("case_number") if n in cases), None)
     for rule in ruleset.rules:
@@ -197,7 +226,33 @@ def decide(ruleset: RuleSet, facts: Facts, cases: Mapping[str, Case], *,
                         matched.case_number if matched else None, journal,
                         act.kle or (matched.kle if matched else None), act.receipt,
                         (reason.strip(),))
+    return _by_model(ruleset, facts, matched, units, fallback_unit, not_relevant)
+
+
+def _by_model(ruleset: RuleSet, facts: Facts, matched: Case | None, units: set[str],
+              fallback_unit: str, not_relevant: str) -> Decision:
+    p = facts.prediction
+    said = f"model {p.probability:.2f} {p.label}" if p is not None else ""
+    why = f" ({'; '.join(p.explanation)})" if p is not None and p.explanation else ""
+    if p is None or not ruleset.model.enabled:
+        reason = "no rule matched: manual triage"
+    elif p.abstain or p.label == fallback_unit:
+        reason = f"no rule matched and the model abstained ({said}): manual triage"
+    elif p.label == not_relevant:
+        return Decision(RouteOutcome.NOT_RELEVANT, None, reasons=(said + why,))
+    elif p.label not in units:
+        reason = f"{said} names an unknown unit: manual triage"
+    else:
+        journal = ruleset.model.journal
+        case_number = None
+        if journal is JournalAction.MATCHED_CASE:
+            if matched is not None and matched.unit == p.label:
+                case_number = matched.case_number
+            else:
+                journal = JournalAction.NEW_CASE
+        return Decision(RouteOutcome.ROUTED, p.label, None, case_number, journal, p.kle,
+                        ruleset.model.receipt, (said + why,))
     return Decision(RouteOutcome.TRIAGE, fallback_unit, receipt=ruleset.fallback_receipt,
-                    reasons=("no rule matched: manual triage",))
+                    reasons=(reason,))
 
 

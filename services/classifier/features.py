@@ -1,0 +1,87 @@
+"""Turns a document and its entities into the model's inputs (pure).
+
+Three views of an item: the writer's own words (subject, body without quoted replies and
+signature, attachment and form text) as lemmas and as characters; the quoted replies and
+signature as lemmas, later down-weighted; and entity tokens. Entity tokens that name a unit
+(the owner of a confirmed case, of a cited KLE number, of the mailbox it arrived in, a
+department named in the text) are what lets the model generalise to units it has seen few
+items of: unit profiles carry the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.contracts import Entity
+
+from .document import Document
+from .lemmas import lemmas
+from .parts import split_body
+
+_FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
+          "delivery_report", "read_receipt", "newsletter")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    own: str  # lemmas, space separated
+    own_raw: str  # lower-cased text for character n-grams
+    quoted: str  # lemmas of quoted replies and signature
+    tokens: str  # entity tokens, space separated
+
+
+@dataclass(frozen=True)
+class UnitIndex:
+    """Where entity values point: mailbox -> unit, KLE number -> unit, form -> unit."""
+
+    mailboxes: Mapping[str, str]
+    kle_prefixes: tuple[tuple[str, str], ...]  # (prefix, unit), longest prefix first
+    forms: Mapping[str, str]
+
+    def kle_owner(self, code: str) -> str | None:
+        code = code.split(" ")[0]
+        for prefix, unit in self.kle_prefixes:
+            if code == prefix or code.startswith(prefix + "."):
+                return unit
+        return None
+
+
+def entity_tokens(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
+                  cases: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
+    tokens = [f"channel_{doc.channel}"]
+    kinds = {e.kind for e in entities}
+    tokens += [f"has_{k}" for k in _FLAGS if k in kinds]
+    for e in entities:
+        if e.kind == "sender_kind":
+            tokens.append(f"sender_{e.value}")
+        elif e.kind == "department":
+            tokens.append(f"unit_named_{e.value}")
+        elif e.kind == "case_number" and (owner := cases.get(e.value, (None, None))[0]):
+            tokens.append(f"unit_case_{owner}")
+        elif e.kind == "kle" and (owner := index.kle_owner(e.value)):
+            tokens.append(f"unit_kle_{owner}")
+    if unit := index.mailboxes.get(doc.mailbox.lower()):
+        tokens.append(f"unit_mailbox_{unit}")
+    if doc.form_id:
+        tokens.append(f"form_{doc.form_id}")
+        if unit := index.forms.get(doc.form_id):
+            tokens.append(f"unit_form_{unit}")
+    if not (doc.subject.strip() or doc.body.strip() or any(a.strip() for a in doc.attachments)):
+        tokens.append("no_text")
+    return tokens
+
+
+def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
+           cases: Mapping[str, tuple[str | None, str | None]]) -> Inputs:
+    parts = split_body(doc.body)
+    own = "\n".join((doc.subject, parts.own, *doc.attachments))
+    return Inputs(own=" ".join(lemmas(own)), own_raw=own.lower(),
+                  quoted=" ".join(lemmas(parts.quoted + "\n" + parts.signature)),
+                  tokens=" ".join(entity_tokens(doc, entities, index, cases)))
+
+
+def profile_inputs(text: str, unit: str) -> Inputs:
+    """A unit profile text as if it were an item that names the unit in every way."""
+    tokens = " ".join(f"unit_{how}_{unit}" for how in ("named", "case", "kle", "mailbox", "form"))
+    return Inputs(own=" ".join(lemmas(text)), own_raw=text.lower(), quoted="", tokens=tokens)

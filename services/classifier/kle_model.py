@@ -1,0 +1,61 @@
+"""The KLE predictor: suggests the KLE topic an item would be journalised under.
+
+Each KLE topic gets a document: its title, guidance text and keywords from the plan, plus the
+lemmas of the tenant's labelled items with that topic. An item's suggestion is the most similar
+topic (TF-IDF cosine) among those the predicted unit owns, so the topic and the unit agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from .features import Inputs
+from .kle import KlePlan
+from .lemmas import lemmas
+from .model import _TOKEN
+
+
+@dataclass
+class KlePredictor:
+    codes: list[str]
+    vectorizer: TfidfVectorizer
+    matrix: object  # sparse (topics x terms), L2-normalised rows
+    owned: dict[str, list[int]]  # unit -> indices of the topics it owns
+
+    @classmethod
+    def fit(cls, plan: KlePlan | None, labelled: Sequence[tuple[Inputs, str]],
+            unit_prefixes: Mapping[str, Sequence[str]]) -> KlePredictor | None:
+        docs: dict[str, list[str]] = {}
+        if plan is not None:
+            for code, e in plan.entries.items():
+                if len(code) == 8:  # topics (NN.NN.NN), the level items are journalised at
+                    docs.setdefault(code, []).append(
+                        " ".join(lemmas(f"{e.title} {e.guidance} {' '.join(e.keywords)}")))
+        for x, code in labelled:
+            if code:
+                docs.setdefault(code, []).append(x.own)
+        if not docs:
+            return None
+        codes = sorted(docs)
+        vectorizer = TfidfVectorizer(token_pattern=_TOKEN, lowercase=False, sublinear_tf=True)
+        matrix = vectorizer.fit_transform([" ".join(docs[c]) for c in codes])
+        owned = {unit: [i for i, c in enumerate(codes)
+                        if any(c == p or c.startswith(p + ".") for p in prefixes)]
+                 for unit, prefixes in unit_prefixes.items()}
+        return cls(codes, vectorizer, matrix, owned)
+
+    def predict(self, xs: Sequence[Inputs], units: Sequence[str]) -> list[str | None]:
+        sims = (self.vectorizer.transform([x.own for x in xs]) @ self.matrix.T).toarray()  # type: ignore[attr-defined]
+        out: list[str | None] = []
+        for row, unit in zip(sims, units, strict=True):
+            candidates = self.owned.get(unit)
+            if not candidates:
+                out.append(None)
+                continue
+            best = candidates[int(np.argmax(row[candidates]))]
+            out.append(self.codes[best] if row[best] > 0 else None)
+        return out

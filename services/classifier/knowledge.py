@@ -1,0 +1,114 @@
+"""What the classifier knows about a tenant, built once from its directory.
+
+`Knowledge` (entities.py) is what extraction needs; `UnitProfile`s describe each unit in words
+(name, synonyms, the KLE topics it owns, its case titles and forms). The routing model learns
+from the profiles as well as from labelled items, so a unit with few labelled items is still
+known by what the organisation says it does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from shared.tenant import Tenant
+
+from .entities import ESDH_PATTERNS, Knowledge, compile_phrases
+from .kle import KlePlan
+
+NOT_RELEVANT = "ikke-relevant"
+
+
+@dataclass(frozen=True)
+class UnitProfile:
+    unit: str
+    texts: tuple[str, ...]  # one short document per KLE group, case title, form, ...
+    kle: tuple[str, ...] = ()
+
+
+def load_plan(directory: Path) -> KlePlan | None:
+    path = directory / "kle.json"
+    return KlePlan.from_json(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _rule_phrases(tenant: Tenant) -> list[str]:
+    """Multi-word keywords of the tenant's rules (single words match on lemmas anyway)."""
+    path = tenant.rules_path()
+    if not path.exists():
+        return []
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("keywords_any", "keywords_all") and isinstance(value, list):
+                    found.extend(str(v) for v in value if " " in str(v).strip())
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return found
+
+
+def _settings(tenant: Tenant) -> dict[str, object]:
+    path = tenant.directory / "classifier.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    return data if isinstance(data, dict) else {}
+
+
+def build_knowledge(tenant: Tenant, plan: KlePlan | None = None) -> Knowledge:
+    """Extraction knowledge: case patterns (ESDH formats plus the tenant's `classifier.yaml`
+    `case_patterns: [{name, regex}]`), the case register, the KLE plan, unit names/synonyms."""
+    extra = _settings(tenant).get("case_patterns") or []
+    patterns = [*ESDH_PATTERNS, *((str(p["name"]), str(p["regex"])) for p in extra  # type: ignore[attr-defined]
+                                  if isinstance(p, dict))]
+    entries: list[tuple[str, str, str]] = []
+    for unit in tenant.units.values():
+        for name in (unit.name, *unit.synonyms):
+            entries.append((name, "department", unit.id))
+    entries += ((p, "keyword", p.lower()) for p in _rule_phrases(tenant))
+    return Knowledge(
+        case_patterns=tuple((n, re.compile(rx)) for n, rx in patterns),
+        cases={c.case_number: (c.unit, c.clerk) for c in tenant.cases.values()},
+        kle_codes=plan.codes() if plan is not None else None,
+        phrases=compile_phrases(entries),
+        own_domains=frozenset({tenant.municipality.domain.lower()}),
+    )
+
+
+def owner_of_kle(tenant: Tenant, code: str) -> str | None:
+    """The unit whose KLE areas cover `code` (the longest prefix wins)."""
+    best, length = None, -1
+    for unit in tenant.units.values():
+        for prefix in unit.kle:
+            if (code == prefix or code.startswith(prefix + ".")) and len(prefix) > length:
+                best, length = unit.id, len(prefix)
+    return best
+
+
+def _strip_party(title: str, party: str | None) -> str:
+    return title.replace(party, " ") if party else title
+
+
+def unit_profiles(tenant: Tenant, plan: KlePlan | None) -> list[UnitProfile]:
+    profiles = []
+    for unit in tenant.units.values():
+        texts = [" ".join((unit.name, *unit.synonyms))]
+        for prefix in unit.kle:
+            if plan is None:
+                continue
+            entries = [e for e in plan.under(prefix) if owner_of_kle(tenant, e.code) == unit.id]
+            for group in sorted({e.group for e in entries if len(e.code) >= 5}):
+                texts.append(" ".join(f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"
+                                      for e in entries if e.group == group))
+        texts += [_strip_party(c.title, c.party) for c in tenant.cases.values()
+                  if c.unit == unit.id]
+        texts += [f.title for f in tenant.forms.values() if f.route == unit.id]
+        profiles.append(UnitProfile(unit.id, tuple(t for t in texts if t.strip()), unit.kle))
+    return profiles

@@ -1,0 +1,93 @@
+"""Everything the classifier does to one document: entities, then the model's prediction.
+
+Pure once built: `Classifier.from_tenant` reads the tenant directory (and the model, if any)
+at start-up; `classify` does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shared.contracts import Entity
+from shared.tenant import Tenant
+
+from .document import Document, LabelledItem
+from .entities import Knowledge, extract
+from .features import Inputs, UnitIndex, inputs, profile_inputs
+from .kle import KlePlan
+from .kle_model import KlePredictor
+from .knowledge import build_knowledge, load_plan, unit_profiles
+from .model import ModelPrediction, RoutingModel
+
+
+@dataclass(frozen=True)
+class Classification:
+    entities: tuple[Entity, ...]
+    personal_data: bool
+    prediction: ModelPrediction | None = None
+    kle: str | None = None
+
+
+@dataclass
+class TrainedModel:
+    """What a model directory holds: the routing model and the KLE predictor."""
+
+    routing: RoutingModel
+    kle: KlePredictor | None = None
+
+
+def unit_index(tenant: Tenant) -> UnitIndex:
+    mailboxes = {u.mailbox.lower(): u.id for u in tenant.units.values() if u.mailbox}
+    prefixes = sorted(((p, u.id) for u in tenant.units.values() for p in u.kle),
+                      key=lambda pu: -len(pu[0]))
+    forms = {f.form_id: f.route for f in tenant.forms.values() if f.route in tenant.units}
+    return UnitIndex(mailboxes, tuple(prefixes), forms)
+
+
+class Classifier:
+    def __init__(self, knowledge: Knowledge, index: UnitIndex, model: TrainedModel | None = None,
+                 ) -> None:
+        self.knowledge = knowledge
+        self.index = index
+        self.model = model
+
+    @classmethod
+    def from_tenant(cls, tenant: Tenant, model: TrainedModel | None = None,
+                    plan: KlePlan | None = None) -> Classifier:
+        plan = plan if plan is not None else load_plan(tenant.directory)
+        return cls(build_knowledge(tenant, plan), unit_index(tenant), model)
+
+    def entities(self, doc: Document) -> tuple[Entity, ...]:
+        text = "\n".join((doc.body, *doc.attachments))
+        found = extract(doc.subject, text, sender=doc.sender, auto_submitted=doc.auto_submitted,
+                        knowledge=self.knowledge, headers=doc.headers)
+        if doc.form_id:
+            found += (Entity(kind="form", value=doc.form_id, source="form"),)
+        return found
+
+    def inputs(self, doc: Document, entities: tuple[Entity, ...]) -> Inputs:
+        return inputs(doc, entities, self.index, self.knowledge.cases)
+
+    def classify(self, doc: Document) -> Classification:
+        return self.classify_many([doc])[0]
+
+    def classify_many(self, docs: Sequence[Document]) -> list[Classification]:
+        found = [self.entities(d) for d in docs]
+        if self.model is None:
+            return [Classification(e, any(x.kind == "cpr" for x in e)) for e in found]
+        xs = [self.inputs(d, e) for d, e in zip(docs, found, strict=True)]
+        predictions = self.model.routing.predict(xs)
+        kles: list[str | None] = [None] * len(docs)
+        if self.model.kle is not None:
+            kles = self.model.kle.predict(xs, [p.label for p in predictions])
+        return [Classification(e, any(x.kind == "cpr" for x in e), p, k)
+                for e, p, k in zip(found, predictions, kles, strict=True)]
+
+    def training_inputs(self, items: Sequence[LabelledItem]) -> list[Inputs]:
+        return [self.inputs(i.document, self.entities(i.document)) for i in items]
+
+
+def profile_examples(tenant: Tenant, plan: KlePlan | None) -> list[tuple[Inputs, str]]:
+    return [(profile_inputs(t, p.unit), p.unit) for p in unit_profiles(tenant, plan)
+            for t in p.texts]

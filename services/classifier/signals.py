@@ -1,0 +1,82 @@
+"""Sender signals (pure): who sent an item and whether a person wrote it at all.
+
+Auto-replies, delivery reports, read receipts, newsletters and notifications need no case work;
+mail from other authorities and from look-alike domains of well-known senders is worth knowing
+about before the text is read. Each signal is an entity the rules and the model can use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+from shared.contracts import Entity
+
+_EMAIL_DOMAIN = re.compile(r"@([A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(?:automatisk svar|autosvar|auto(?:matic)?[ -]?reply|out of (?:the )?office|"
+    r"fraværende|abwesenheitsnotiz|automatische antwort|ferie)\b", re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(
+    r"^\s*(?:undeliverable|undelivered mail|kan ikke leveres|mail delivery (?:failed|failure)|"
+    r"delivery status notification|returned mail|forsinket levering|delivery delayed|"
+    r"levering mislykkedes|nicht zustellbar|unzustellbar)\b", re.IGNORECASE)
+_READ_SUBJECT = re.compile(r"^\s*(?:(?:læst|read|gelesen)\s*:|læsekvittering|read receipt)",
+                           re.IGNORECASE)
+_SYSTEM_LOCAL = re.compile(r"^(?:mailer-daemon|postmaster|microsoftexchange[0-9a-f]*)$",
+                           re.IGNORECASE)
+_NOREPLY_LOCAL = re.compile(r"no-?reply|do-?not-?reply|notifications?|nyhedsbrev|newsletter|"
+                            r"marketing|news|kampagne|info-?mail", re.IGNORECASE)
+_UNSUBSCRIBE = re.compile(r"afmeld(?:e|ing)? (?:nyhedsbrev|her)|unsubscribe|frameld",
+                          re.IGNORECASE)
+# Danish public authorities that write to municipalities; a tenant may add its own.
+AUTHORITY_DOMAINS = frozenset({
+    "udbetaling.dk", "skat.dk", "sktst.dk", "borger.dk", "politi.dk", "ast.dk", "star.dk",
+    "sst.dk", "stps.dk", "mst.dk", "sik.dk", "ankestyrelsen.dk", "kl.dk", "digst.dk",
+    "uvm.dk", "bm.dk", "sm.dk", "im.dk", "domstol.dk", "kriminalforsorgen.dk", "rm.dk",
+    "rsyd.dk", "regionh.dk", "regionsjaelland.dk", "rn.dk", "fstyr.dk", "motorst.dk",
+})
+# Brands phishing imitates: a domain naming one of them that is not its real domain is suspect.
+_BRANDS = {"mitid": ("mitid.dk",), "postnord": ("postnord.dk", "postnord.com"),
+           "nemid": ("nemid.nu",), "borger": ("borger.dk",), "skat": ("skat.dk",),
+           "e-boks": ("e-boks.dk", "e-boks.com"), "microsoft": ("microsoft.com",)}
+
+
+def _lookalike(domain: str, own_domains: frozenset[str]) -> bool:
+    for brand, real in _BRANDS.items():
+        if brand in domain and not any(domain == r or domain.endswith("." + r) for r in real):
+            return True
+    for own in own_domains:
+        stem = own.split(".")[0]
+        if stem and stem in domain and not (domain == own or domain.endswith("." + own)):
+            return True
+    return False
+
+
+def sender_signals(subject: str, body: str, sender: str, *, auto_submitted: bool = False,
+                   headers: Mapping[str, str], own_domains: frozenset[str]) -> Iterator[Entity]:
+    address = sender.strip().lower()
+    local, _, _ = address.partition("@")
+    domain = m.group(1).lower() if (m := _EMAIL_DOMAIN.search(address)) else ""
+    if domain:
+        yield Entity(kind="sender_domain", value=domain, source="sender")
+        if domain in own_domains or any(domain.endswith("." + d) for d in own_domains):
+            yield Entity(kind="sender_kind", value="own", source="sender")
+        elif domain in AUTHORITY_DOMAINS or domain.endswith(".kommune.dk"):
+            yield Entity(kind="sender_kind", value="authority", source="sender")
+        if _lookalike(domain, own_domains):
+            yield Entity(kind="sender_kind", value="lookalike", source="sender")
+        if not domain.endswith((".dk", ".com", ".net", ".org", ".eu", ".nu")):
+            yield Entity(kind="sender_kind", value="foreign", source="sender")
+    precedence = headers.get("precedence", "").lower()
+    if auto_submitted or _AUTO_SUBJECT.match(subject) or precedence in {"auto_reply"}:
+        yield Entity(kind="auto_reply", value="true", source="headers")
+    if _BOUNCE_SUBJECT.match(subject) or _SYSTEM_LOCAL.match(local):
+        yield Entity(kind="auto_reply", value="true", source="headers")
+        yield Entity(kind="delivery_report", value="true", source="headers")
+    if _READ_SUBJECT.match(subject):
+        yield Entity(kind="auto_reply", value="true", source="headers")
+        yield Entity(kind="read_receipt", value="true", source="headers")
+    if (_NOREPLY_LOCAL.search(local) or "list-unsubscribe" in headers
+            or precedence in {"bulk", "list"} or _UNSUBSCRIBE.search(body[-2000:])):
+        yield Entity(kind="newsletter", value="true", source="sender")
+

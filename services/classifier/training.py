@@ -1,0 +1,63 @@
+"""Training a model for a tenant from labelled items (pure apart from the tenant it is given)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+from shared.tenant import Tenant
+
+from .document import LabelledItem
+from .features import Inputs
+from .kle import KlePlan
+from .kle_model import KlePredictor
+from .knowledge import NOT_RELEVANT
+from .lemmas import lemmas
+from .model import train
+from .pipeline import Classifier, TrainedModel, profile_examples
+
+
+def data_hash(items: Sequence[LabelledItem]) -> str:
+    """A hash of what the model learnt from: every item's id, text and label."""
+    h = hashlib.sha256()
+    for i in sorted(items, key=lambda i: i.id):
+        d = i.document
+        h.update(repr((i.id, d.subject, d.body, d.attachments, d.sender, d.mailbox, d.channel,
+                       d.form_id, i.label)).encode())
+    return h.hexdigest()
+
+
+def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan | None = None,
+                target_precision: float = 0.97, progress: Callable[[str], None] = lambda _: None,
+                ) -> tuple[TrainedModel, dict[str, float]]:
+    classifier = Classifier.from_tenant(tenant, plan=plan)
+    plan = plan if plan is not None else None
+    progress("features")
+    xs = classifier.training_inputs(items)
+    known = set(tenant.units) | {NOT_RELEVANT}
+    # Labels outside the tenant's units (the manual-triage unit) are not classes: they teach
+    # the calibrator when to abstain.
+    abstain = frozenset(i.label.unit for i in items if i.label.unit not in known)
+    routing, metrics = train(
+        [(x, i.label.unit) for x, i in zip(xs, items, strict=True)],
+        profile_examples(tenant, plan) + _not_relevant_profile(classifier),
+        groups=[i.group for i in items], target_precision=target_precision,
+        abstain_labels=abstain, progress=progress)
+    progress("KLE predictor")
+    kle = KlePredictor.fit(plan, [(x, i.label.kle or "") for x, i in zip(xs, items, strict=True)
+                                  if i.label.kle and len(i.label.kle) == 8],
+                           {u.id: u.kle for u in tenant.units.values()})
+    return TrainedModel(routing, kle), metrics
+
+
+def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
+    """What mail that needs no case work looks like, in general terms: automatic replies and
+    reports, newsletters, marketing and phishing."""
+
+    texts = ("nyhedsbrev tilbud rabat webinar invitation konference tilmeld afmeld gratis kampagne",
+             "automatisk svar fraværende ferie tilbage igen out of office",
+             "bekræft din konto adgangskode udløber klik her verificer login betaling",
+             "leveringsrapport kunne ikke leveres undeliverable delivery failed")
+    tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter "
+              "sender_lookalike")
+    return [(Inputs(" ".join(lemmas(t)), t, "", tokens), NOT_RELEVANT) for t in texts]

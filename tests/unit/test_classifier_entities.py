@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.classifier.entities import Knowledge, compile_phrases, extract, valid_cvr
+from services.classifier.parts import split_body
+from tests.conftest import SAMPLE_DATA
+
+
+def kinds(entities, kind):  # type: ignore[no-untyped-def]
+    return [e.value for e in entities if e.kind == kind]
+
+
+KNOW = Knowledge(cases={"05.09.04-K07-131-25": ("parkering", "TBN"),
+                        "BOR-2024-000123": ("borgerservice", "LKJ")},
+                 kle_codes=frozenset({"05", "05.09", "05.09.04"}),
+                 phrases=compile_phrases([("Parkering og Trafik", "department", "parkering"),
+                                          ("ikke tømt", "keyword", "ikke tømt")]),
+                 own_domains=frozenset({"eksempelby.dk"}))
+
+
+def test_plates_in_every_spelling_with_positions() -> None:
+    text = "Bil AB 12 345, ab12345 og AB-12-346"
+    found = [e for e in extract("", text) if e.kind == "licence_plate"]
+    assert [e.value for e in found] == ["AB12345", "AB12346"]
+    assert text[found[0].start:found[0].end] == "AB 12 345"
+
+
+def test_cpr_masked_only_valid_dates() -> None:
+    found = extract("", "cpr 010190-1234 og 3102901234 og 2902001234")
+    assert kinds(found, "cpr") == ["010190-XXXX", "290200-XXXX"]
+    assert all("1234" not in e.value for e in found)
+
+
+def test_cvr_modulus_11() -> None:
+    assert valid_cvr("29189919") and not valid_cvr("29189918")
+    assert kinds(extract("", "CVR-nr.: 2918 9919, CVR 29189918"), "cvr") == ["29189919"]
+
+
+def test_case_numbers_confirmed_by_the_register_only() -> None:
+    found = extract("Sv: sagsnr. 131-25", "jeres ref. BOR-2024-000123 og S2024-12345",
+                    knowledge=KNOW)
+    assert kinds(found, "case_number") == ["05.09.04-K07-131-25", "BOR-2024-000123"]
+    assert kinds(found, "case_candidate") == ["S2024-12345"]
+
+
+def test_tenant_case_pattern() -> None:
+    import re
+
+    k = Knowledge(case_patterns=(("local", re.compile(r"\bEKS/\d{4}/\d+\b")),),
+                  cases={"EKS/2026/17": ("it", "KBD")})
+    assert kinds(extract("", "vedr. EKS/2026/17", knowledge=k), "case_number") == ["EKS/2026/17"]
+
+
+def test_kle_numbers_checked_against_the_plan() -> None:
+    found = extract("", "KLE 05.09.04 G01, emne 99.99.99 og kl. 12.30", knowledge=KNOW)
+    assert kinds(found, "kle") == ["05.09.04 G01"]
+
+
+def test_departments_and_phrases_on_lemmas() -> None:
+    found = extract("", "Til Parkering og Trafikken: spanden er ikke tømt", knowledge=KNOW)
+    assert kinds(found, "department") == ["parkering"]
+    assert "ikke tømt" in kinds(found, "keyword")
+    lemmas = kinds(extract("", "parkeringsafgiften og parkeringsafgifter"), "keyword")
+    assert "parkeringsafgift" in lemmas
+
+
+def test_sender_signals() -> None:
+    assert "delivery_report" in {e.kind for e in extract(
+        "Undeliverable: Vedr. sag", "", sender="MAILER-DAEMON@mx.eksempelby.dk")}
+    assert kinds(extract("Læst: sag", "", sender="a@b.dk"), "read_receipt") == ["true"]
+    assert kinds(extract("Automatisk svar: x", "", sender="a@b.dk"), "auto_reply") == ["true"]
+    assert kinds(extract("Din MitID udløber", "", sender="x@mitid-fornyelse.info",
+                         knowledge=KNOW), "sender_kind") == ["lookalike", "foreign"]
+    assert kinds(extract("Nyt", "", sender="nyhedsbrev@affaldsnyt.dk"), "newsletter") == ["true"]
+    assert kinds(extract("Svar", "", sender="x@udbetaling.dk"), "sender_kind") == ["authority"]
+
+
+def test_quoted_reply_and_signature_are_split_off() -> None:
+    parts = split_body("Hej\nKan I hjælpe?\n\nMvh Signe\nSendt fra min iPhone\n\n"
+                       "> Den 9. februar skrev Borgerservice:\n> Kære Signe")
+    assert parts.own.strip() == "Hej\nKan I hjælpe?"
+    assert "Signe" in parts.signature and "Kære Signe" in parts.quoted
+
+
+def test_sample_data_entities_match_labels() -> None:
+    """Plates and CPR presence as labelled over the whole sample data set."""
+    import json
+
+    from services.classifier.document import from_labelled
+    from services.classifier.pipeline import Classifier
+    from shared.tenant import Tenant
+
+    tenant = Tenant(Path(SAMPLE_DATA))
+    classifier = Classifier.from_tenant(tenant)
+    plates_ok = cpr_ok = n = 0
+    for path in sorted((Path(SAMPLE_DATA) / "items").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            item = from_labelled(json.loads(line))
+            raw = json.loads(line)["label"]
+            found = classifier.entities(item.document)
+            plates_ok += set(kinds(found, "licence_plate")) >= set(raw["licence_plates"])
+            cpr_ok += bool(kinds(found, "cpr")) == raw["cpr_present"]
+            n += 1
+    assert plates_ok / n >= 0.97 and cpr_ok / n >= 0.97, (plates_ok, cpr_ok, n)
