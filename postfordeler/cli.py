@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from postfordeler.commands import access
 from shared.settings import Settings
 
 app = typer.Typer(help="Postfordeler: distributes a municipality's mail, scans and forms.",
@@ -16,6 +17,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(access.app, name="apikey")
 __import__("postfordeler.commands.classifier").commands.classifier.register(app)
 app.command("extract")(__import__("postfordeler.commands.extract", fromlist=["x"]).extract)
 app.add_typer(access.app, name="apikey")

@@ -89,6 +89,33 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(5, description="PostgreSQL connections kept per process.")
     db_max_overflow: int = Field(10, description="Extra connections per process under load.")
 
+    # Access control. OIDC bearer tokens are accepted when oidc_issuer is set: the token's
+    # signature is checked against the issuer's JWKS (oidc_jwks_url, else discovered from
+    # <issuer>/.well-known/openid-configuration), and roles/units/forms come from claims.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    oidc_roles_claim: str = "roles"
+    oidc_units_claim: str = "units"
+    oidc_forms_claim: str = "forms"
+    oidc_name_claim: str = "preferred_username"
+    oidc_leeway: float = Field(30.0, description="Seconds of clock skew allowed on exp/nbf.")
+    oidc_jwks_cooldown: float = Field(10.0, description="Least seconds between JWKS refetches "
+                                                        "for an unknown key id (rotation).")
+
+    # Delivery to units and operations alerts (sent through the SMTP settings above).
+    delivery_from: str | None = Field(None, description="From address of forwarded items; "
+                                                        "default the main mailbox.")
+    ops_alert_to: str | None = Field(None, description="Operations address for alert e-mails.")
+    ops_alert_interval: float = Field(3600.0, description="At most one alert e-mail of each "
+                                                          "kind per this many seconds.")
+    ops_check_interval: float = Field(60.0, description="Seconds between operations checks.")
+    ops_mailbox_down_after: float = Field(900.0, description="Alert when a mailbox has been "
+                                                             "unreachable this many seconds.")
+    ops_dlq_threshold: int = Field(0, description="Alert when a dead-letter queue holds more "
+                                                  "than this many messages and has grown.")
+
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     metrics_port: int | None = Field(

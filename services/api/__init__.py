@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -18,37 +19,66 @@ from sqlalchemy import func, select, text
 
 from shared import audit
 from shared.audit import VerifyResult
-from shared.contracts import ItemState
+from shared.blobs import FileBlobStore
+from shared.bus import Bus, RetryPolicy, make_bus
+from shared.contracts import ItemEvent, ItemState
 from shared.db import create_engine, session_factory
 from shared.db.models import Item
 from shared.settings import Settings
+from shared.tenant import Tenant
 
+from . import auth, clerk, deadletters
 from .audit import router as audit_router
-from .deps import ANONYMOUS, Principal, current_principal
+from .deps import ANONYMOUS, Principal, current_principal, require
 from .routes import router
 from .schemas import Health
 
-__all__ = ["ANONYMOUS", "Principal", "create_app", "current_principal", "verify_audit",
-           "verify_command"]
+log = structlog.get_logger(__name__)
+
+__all__ = ["ANONYMOUS", "Principal", "create_app", "current_principal", "require",
+           "verify_audit", "verify_command"]
 
 ITEMS_BY_STATE = Gauge("postfordeler_items", "Items per state (from the database at scrape)",
                        ["state"])
+DEAD_LETTERS = Gauge("postfordeler_dead_letters", "Messages in each consumer's dead-letter "
+                     "queue (at scrape)", ["consumer"])
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
+    """The API. `bus` is the process's bus when the API runs with the workers (the in-process
+    bus must be shared); otherwise the API makes its own, connecting on first use."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.db_url)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.tenant = Tenant(settings.tenant_dir)
+        app.state.blobs = FileBlobStore(settings.blobs_path)
+        app.state.oidc = auth.OidcVerifier(settings) if settings.oidc_issuer else None
+        own_bus = bus is None
+        app.state.bus = bus or make_bus(
+            settings.amqp_url.get_secret_value(), exchange=settings.exchange,
+            policy=RetryPolicy(settings.retry_max_attempts, settings.retry_base_delay,
+                               settings.retry_max_delay), delivery_limit=settings.delivery_limit)
+        app.state.dead_letters = deadletters.store_for(settings, app.state.bus)
+        app.state.publish = lambda events: _publish(app.state.bus, events)
         try:
             yield
         finally:
+            await app.state.dead_letters.close()
+            if own_bus:
+                await app.state.bus.close()
             await engine.dispose()
 
-    app = FastAPI(title="Postfordeler", version="1", lifespan=lifespan)
+    app = FastAPI(title="Postfordeler", version="1", lifespan=lifespan,
+                  description="Routing, delivery, clerk work, audit and operations. Every "
+                              "/api route needs `Authorization: Bearer <API key or OIDC token>`.")
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(clerk.router)
+    app.include_router(auth.router)
+    app.include_router(deadletters.router)
     app.include_router(audit_router)  # audit entries, CSV, CPR query, receipt status
 
     @app.get("/health/live", response_model=Health)
@@ -69,9 +99,30 @@ def create_app(settings: Settings) -> FastAPI:
         counts = {state: int(n) for state, n in rows}
         for state in ItemState:
             ITEMS_BY_STATE.labels(state.value).set(counts.get(state.value, 0))
+        await _dead_letter_depth(request)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _publish(bus: Bus, events: list[ItemEvent]) -> None:
+    """Publish what a request committed. Best effort: the outbox sweep of the worker
+    processes publishes anything this misses (broker down) a few seconds later."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*(bus.publish(e) for e in events)), timeout=10)
+    except Exception as exc:
+        log.warning("publish after commit failed; the outbox sweep will publish",
+                    error=type(exc).__name__)
+
+
+async def _dead_letter_depth(request: Request) -> None:
+    bus: Bus = request.app.state.bus
+    for consumer in deadletters.consumers_of(bus, request.app.state.settings):
+        try:
+            depth = await asyncio.wait_for(bus.dead_letter_count(consumer), timeout=5)
+        except Exception:  # broker down: keep the last value; readiness reports the outage
+            return
+        DEAD_LETTERS.labels(consumer).set(depth)
 
 
 async def _database_ok(request: Request) -> str:

@@ -6,7 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.auth import Role
 
 # SQLite hands back naive datetimes (stored as UTC): always answer with an explicit offset.
 UtcDatetime = Annotated[datetime, AfterValidator(
@@ -37,6 +39,40 @@ class ItemSummary(_Out):
     case_number: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    claimed_by: str | None = None
+    claimed_at: UtcDatetime | None = None
+    handled_by: str | None = None
+    handled_at: UtcDatetime | None = None
+
+
+class AttachmentOut(BaseModel):
+    index: int = Field(description="Position; download at .../attachments/{index}.")
+    filename: str
+    content_type: str
+    size: int
+    has_text: bool
+
+
+class DeliveryOut(_Out):
+    id: uuid.UUID
+    unit: str
+    channel: str
+    recipient: str
+    message_id: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
+
+
+class CorrectionOut(_Out):
+    from_unit: str | None
+    to_unit: str
+    to_clerk: str | None
+    reason: str
+    actor: str
+    at: UtcDatetime
 
 
 class ItemDetail(ItemSummary):
@@ -45,6 +81,17 @@ class ItemDetail(ItemSummary):
     failure_reason: str | None
     receipt: str | None = None
     history: list[Transition]
+    text: str | None = Field(None, description="The extracted text of the message body.")
+    attachments: list[AttachmentOut] = []
+    deliveries: list[DeliveryOut] = []
+    corrections: list[CorrectionOut] = []
+
+
+class Reroute(BaseModel):
+    unit: str = Field(min_length=1, max_length=64)
+    clerk: str | None = Field(None, min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000,
+                        description="Why; kept with the item and as training data.")
 
 
 class ItemPage(BaseModel):
@@ -81,6 +128,58 @@ class VerifyOut(BaseModel):
     checked: int
     first_bad_seq: int | None
     message: str
+
+
+class Problem(BaseModel):
+    """An error. The detail never contains item data."""
+
+    detail: str
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=128, description="Clerk initials or system.")
+    role: Role
+    units: list[str] = Field([], description="Units a clerk key is scoped to.")
+    forms: list[str] = Field([], description="Forms a form-client key may submit.")
+
+
+class ApiKeyOut(_Out):
+    id: uuid.UUID
+    prefix: str
+    name: str
+    role: str
+    units: list[str]
+    forms: list[str]
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The key. Shown this once; only a hash is kept.")
+
+
+class DeadLetterOut(BaseModel):
+    consumer: str
+    message_id: str
+    topic: str | None
+    item_id: uuid.UUID | None
+    event_type: str | None
+    reason: str
+    attempts: int | None = None
+
+
+class DeadLetterDetail(DeadLetterOut):
+    body: dict[str, Any] | str = Field(description="The event (JSON), or the raw text when it "
+                                                   "cannot be decoded.")
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetterOut]
+    depth: dict[str, int] = Field(description="Messages waiting per consumer's queue.")
+
+
+class ReplayResult(BaseModel):
+    replayed: int
 
 
 class Health(BaseModel):

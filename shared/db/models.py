@@ -55,6 +55,11 @@ class Item(Base):
     reconcile_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The clerk's own work on the item (the API): who took it, and when they finished it.
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    handled_by: Mapped[str | None] = mapped_column(String(128))
+    handled_at: Mapped[datetime | None] = mapped_column()
 
     transitions: Mapped[list[ItemTransition]] = relationship(
         back_populates="item", order_by="ItemTransition.id", lazy="raise"
@@ -249,3 +254,69 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiKey(Base):
+    """An API key: only a hash of the secret is kept; the key is shown once at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)  # the public part, for lookup
+    key_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32))
+    units: Mapped[list[str]] = mapped_column(JSON, default=list)
+    forms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Correction(Base):
+    """A person's re-route of an item: the model's training data (what was decided, what a
+    person says it should have been, and why)."""
+
+    __tablename__ = "item_corrections"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("items.id"), index=True)
+    from_unit: Mapped[str | None] = mapped_column(String(64))
+    to_unit: Mapped[str] = mapped_column(String(64))
+    to_clerk: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the decision overruled
+    text_sha256: Mapped[str | None] = mapped_column(String(64))  # extracted text blob
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Delivery(Base):
+    """One delivery of a routing decision to a unit (keyed by the ItemRouted event), so a
+    redelivered event never forwards the item twice."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # the ItemRouted message id
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    unit: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))  # smtp
+    recipient: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class AlertState(Base):
+    """When each kind of operations alert was last sent, and what it last saw, so alerts are
+    rate-limited across restarts and processes."""
+
+    __tablename__ = "alert_state"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_sent_at: Mapped[datetime | None] = mapped_column()
+    last_value: Mapped[int] = mapped_column(Integer, default=0)
+    checked_at: Mapped[datetime | None] = mapped_column()

@@ -37,6 +37,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
+
+    async def reader() -> Principal:  # access control itself is tested in test_access*.py
+        return Principal("test", frozenset({"administrator", "auditor"}))
+
+    app.dependency_overrides[current_principal] = reader
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         client.app = app  # type: ignore[attr-defined]
@@ -179,7 +184,7 @@ async def test_access_control_hook(api: httpx.AsyncClient) -> None:
     finally:
         app.dependency_overrides.clear()
     assert ANONYMOUS.name == "anonymous"
-    assert (await api.get("/api/v1/items")).status_code == 200
+    assert (await api.get("/api/v1/items")).status_code == 401  # no credentials
 
 
 async def test_ready_reports_an_unreachable_bus(tmp_path: Path, sqlite_url: str) -> None:

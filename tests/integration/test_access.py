@@ -1,0 +1,238 @@
+"""Access control against the real API (ASGI) on SQLite and PostgreSQL: API keys and OIDC
+tokens, roles and unit scopes, sensitive units. Each role is refused what it must not see or
+do, and refusals carry no item data."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from services.api import create_app
+from shared.auth import Role, create_key
+from shared.contracts import ItemState
+from shared.db import create_engine, session_factory, uow_factory
+from shared.db.models import Item
+from shared.settings import DEMO_TENANT_DIR, Settings
+
+SECRET_SUBJECT = "Fortroligt emne 4711"
+
+
+def make_tenant(directory: Path) -> Path:
+    """The demo tenant with the job centre marked sensitive."""
+    shutil.copytree(DEMO_TENANT_DIR, directory)
+    org = yaml.safe_load((directory / "org.yaml").read_text(encoding="utf-8"))
+    for unit in org["units"]:
+        if unit["id"] == "jobcenter":
+            unit["sensitive"] = True
+    (directory / "org.yaml").write_text(yaml.safe_dump(org, allow_unicode=True),
+                                        encoding="utf-8")
+    return directory
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
+                    amqp_url="memory://",  # type: ignore[arg-type]
+                    tenant_dir=make_tenant(tmp_path / "tenant"))
+
+
+class Api:
+    """An in-process client plus helpers to make items and keys in the same database."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.engine = create_engine(settings.db_url)
+        self.uow = uow_factory(session_factory(self.engine))
+
+    async def item(self, unit: str | None, state: ItemState = ItemState.DONE, *,
+                   subject: str = "Parkering", raw_sha256: str | None = None) -> uuid.UUID:
+        item_id = uuid.uuid4()
+        async with self.uow() as uow:
+            item = Item(id=item_id, correlation_id=uuid.uuid4(), channel="email",
+                        mailbox="post", source_ref=f"acc-{item_id}", subject=subject,
+                        sender="borger@example.dk", state=ItemState.CLASSIFIED.value,
+                        entities=[], raw_sha256=raw_sha256)
+            uow.session.add(item)
+            await uow.session.flush()
+            item.unit = unit
+            item.decision = {"outcome": "triage" if state == ItemState.TRIAGE else "routed",
+                             "unit": unit, "receipt": False, "reasons": ["test"]}
+            uow.transition(item, state, reason="test", producer="test")
+            await uow.commit()
+        return item_id
+
+    async def key(self, role: Role, *, units: tuple[str, ...] = (),
+                  forms: tuple[str, ...] = (), name: str = "TBN") -> dict[str, str]:
+        async with self.uow() as uow:
+            issued = await create_key(uow.session, name=name, role=role, units=units,
+                                      forms=forms)
+            await uow.commit()
+        return {"Authorization": f"Bearer {issued.key}"}
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        helper = Api(client, settings)
+        yield helper
+        await helper.close()
+
+
+PROTECTED = [("GET", "/api/v1/items"), ("GET", "/api/v1/triage"),
+             ("GET", "/api/v1/apikeys"), ("GET", "/api/v1/deadletters"),
+             ("GET", "/api/v1/audit/journal"), ("POST", "/api/v1/apikeys")]
+
+
+async def test_no_or_bad_credentials_get_401_and_health_stays_open(api: Api) -> None:
+    item = await api.item("parkering", subject=SECRET_SUBJECT)
+    bad = [{}, {"Authorization": "Bearer pf_000000000000_" + "x" * 43},
+           {"Authorization": "Bearer not-a-key"}, {"Authorization": "Basic dXNlcjpwdw=="},
+           {"Authorization": "Bearer a.b.c"}]  # a JWT-shaped token, but OIDC is off
+    for headers in bad:
+        for method, path in [*PROTECTED, ("GET", f"/api/v1/items/{item}"),
+                             ("POST", f"/api/v1/items/{item}/claim")]:
+            r = await api.client.request(method, path, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.status_code)
+            assert r.json() == {"detail": "authentication required"}
+            assert r.headers["www-authenticate"].startswith("Bearer")
+    assert (await api.client.get("/health/live")).status_code == 200
+    assert (await api.client.get("/metrics")).status_code == 200
+
+
+async def test_revoked_and_tampered_keys_are_refused(api: Api) -> None:
+    admin = await api.key(Role.ADMINISTRATOR, name="ops")
+    r = await api.client.post("/api/v1/apikeys", headers=admin,
+                              json={"name": "LKJ", "role": "clerk", "units": ["parkering"]})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    clerk = {"Authorization": f"Bearer {created['key']}"}
+    assert (await api.client.get("/api/v1/items", headers=clerk)).status_code == 200
+    tampered = {"Authorization": f"Bearer {created['key'][:-2]}xy"}
+    assert (await api.client.get("/api/v1/items", headers=tampered)).status_code == 401
+    listed = (await api.client.get("/api/v1/apikeys", headers=admin)).json()
+    mine = [k for k in listed if k["id"] == created["id"]]
+    assert mine and "key" not in mine[0] and "key_hash" not in mine[0]
+    assert created["key"] not in (await api.client.get("/api/v1/apikeys", headers=admin)).text
+    assert (await api.client.delete(f"/api/v1/apikeys/{created['id']}",
+                                    headers=admin)).status_code == 204
+    assert (await api.client.get("/api/v1/items", headers=clerk)).status_code == 401
+    assert (await api.client.delete(f"/api/v1/apikeys/{created['id']}",
+                                    headers=admin)).status_code == 404
+    # a clerk key without a unit is refused with a reason
+    r = await api.client.post("/api/v1/apikeys", headers=admin,
+                              json={"name": "X", "role": "clerk"})
+    assert r.status_code == 400 and "unit" in r.json()["detail"]
+
+
+async def test_each_role_is_refused_what_it_must_not_do(api: Api) -> None:
+    parking = await api.item("parkering")
+    other = await api.item("byggeri", subject=SECRET_SUBJECT)
+    clerk = await api.key(Role.CLERK, units=("parkering",))
+    auditor = await api.key(Role.AUDITOR, name="revisor")
+    form = await api.key(Role.FORM_CLIENT, forms=("beboerparkering",), name="selvbetjening")
+    admin = await api.key(Role.ADMINISTRATOR, name="ops")
+
+    # clerks: own units only; another unit's item looks exactly like a missing one
+    listed = (await api.client.get("/api/v1/items", headers=clerk,
+                                   params={"limit": 1000})).json()
+    assert {i["unit"] for i in listed["items"]} == {"parkering"}
+    assert str(parking) in {i["id"] for i in listed["items"]}
+    assert (await api.client.get(f"/api/v1/items/{parking}", headers=clerk)).status_code == 200
+    for path in (f"/api/v1/items/{other}", f"/api/v1/items/{other}/raw",
+                 f"/api/v1/items/{other}/attachments/0"):
+        r = await api.client.get(path, headers=clerk)
+        assert r.status_code == 404 and SECRET_SUBJECT not in r.text
+        assert r.json() == {"detail": "item not found"}
+    r = await api.client.post(f"/api/v1/items/{other}/claim", headers=clerk)
+    assert r.status_code == 404 and SECRET_SUBJECT not in r.text
+    r = await api.client.post(f"/api/v1/items/{other}/reroute", headers=clerk,
+                              json={"unit": "parkering", "reason": "mine"})
+    assert r.status_code == 404
+    for method, path in [("GET", "/api/v1/apikeys"), ("POST", "/api/v1/apikeys"),
+                         ("GET", "/api/v1/deadletters"), ("GET", "/api/v1/audit/journal"),
+                         ("POST", "/api/v1/deadletters/router/replay")]:
+        r = await api.client.request(method, path, headers=clerk,
+                                     json={"name": "x", "role": "administrator"})
+        assert r.status_code == 403, (method, path)
+        assert r.json() == {"detail": "forbidden"}
+
+    # auditors read everything but change nothing
+    assert (await api.client.get(f"/api/v1/items/{other}", headers=auditor)).status_code == 200
+    assert (await api.client.get("/api/v1/audit/journal", headers=auditor)).status_code == 200
+    for action in ("claim", "done", "release"):
+        r = await api.client.post(f"/api/v1/items/{parking}/{action}", headers=auditor)
+        assert r.status_code == 403, action
+    assert (await api.client.get("/api/v1/apikeys", headers=auditor)).status_code == 403
+
+    # form clients submit forms; they see no items at all
+    for path in ("/api/v1/items", f"/api/v1/items/{parking}", "/api/v1/triage",
+                 "/api/v1/audit/journal", "/api/v1/deadletters"):
+        r = await api.client.get(path, headers=form)
+        assert r.status_code == 403 and SECRET_SUBJECT not in r.text, path
+
+    # administrators manage keys and dead letters, and cannot act as clerks
+    assert (await api.client.get("/api/v1/apikeys", headers=admin)).status_code == 200
+    assert (await api.client.get("/api/v1/deadletters", headers=admin)).status_code == 200
+    r = await api.client.post(f"/api/v1/items/{parking}/claim", headers=admin)
+    assert r.status_code == 403
+    assert (await api.client.get("/api/v1/audit/journal", headers=admin)).status_code == 403
+
+
+async def test_sensitive_units_only_for_their_clerks_and_auditors(api: Api) -> None:
+    hidden = f"Fortroligt {uuid.uuid4().hex}"
+    secret = await api.item("jobcenter", subject=hidden)
+    plain = await api.item("parkering")
+    admin = await api.key(Role.ADMINISTRATOR, name="ops")
+    auditor = await api.key(Role.AUDITOR, name="revisor")
+    job_clerk = await api.key(Role.CLERK, units=("jobcenter",), name="DMI")
+    parking_clerk = await api.key(Role.CLERK, units=("parkering",))
+
+    listed = (await api.client.get("/api/v1/items", headers=admin,
+                                   params={"limit": 1000})).json()
+    ids = {i["id"] for i in listed["items"]}
+    assert str(plain) in ids and str(secret) not in ids
+    assert hidden not in str(listed)
+    by_unit = await api.client.get("/api/v1/items", headers=admin, params={"unit": "jobcenter"})
+    assert by_unit.json()["total"] == 0
+    for headers in (admin, parking_clerk):
+        r = await api.client.get(f"/api/v1/items/{secret}", headers=headers)
+        assert r.status_code == 404 and hidden not in r.text
+    for headers in (auditor, job_clerk):
+        r = await api.client.get(f"/api/v1/items/{secret}", headers=headers)
+        assert r.status_code == 200 and r.json()["subject"] == hidden
+
+
+def test_apikey_command(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from postfordeler.cli import app
+
+    monkeypatch.setenv("POSTFORDELER_DATABASE_URL", settings.db_url)
+    monkeypatch.setenv("POSTFORDELER_TENANT_DIR", str(settings.tenant_dir))
+    runner = CliRunner()
+    r = runner.invoke(app, ["apikey", "create", "--role", "clerk", "--name", "TBN",
+                            "--unit", "parkering"])
+    assert r.exit_code == 0, r.output
+    key = r.stdout.strip().splitlines()[0]
+    assert key.startswith("pf_")
+    listed = runner.invoke(app, ["apikey", "list"])
+    assert listed.exit_code == 0 and "parkering" in listed.stdout and key not in listed.stdout
+    bad = runner.invoke(app, ["apikey", "create", "--role", "clerk", "--name", "X"])
+    assert bad.exit_code != 0 and "unit" in bad.output
+    unknown = runner.invoke(app, ["apikey", "create", "--role", "clerk", "--name", "X",
+                                  "--unit", "nowhere"])
+    assert unknown.exit_code != 0 and "nowhere" in unknown.output
+    revoked = runner.invoke(app, ["apikey", "revoke", key])
+    assert revoked.exit_code == 0, revoked.output
+    assert runner.invoke(app, ["apikey", "revoke", key]).exit_code == 1
