@@ -27,6 +27,7 @@ class Limits:
     languages: str = "dan+eng"
     job_timeout: float = 60.0
     ocr_timeout: float = 90.0
+    denoise: bool = True  # median filter before OCR (see ocr.ocr_pil)
     min_text_chars: int = 16  # a PDF page with fewer characters in its text layer is OCR'd
 
     @classmethod
