@@ -78,9 +78,14 @@ class ScanFolder:
             if self._last.get(name) != stamp:
                 report.waiting.append(name)
                 continue
-            outcome = await self.take(name, stamp)
-            if outcome:
-                getattr(report, outcome).append(name)
+            try:
+                outcome = await self.take(name, stamp)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database or the disk: the next look tries again
+                log.exception("scan not taken in", file=name)
+                outcome = "waiting"
+            getattr(report, outcome or "waiting").append(name)
         self._last = {name: stamp for name, stamp in now.items() if name in report.waiting}
         return report
 
