@@ -42,6 +42,32 @@ class Municipality(_Model):
     esdh: str = "local"
 
 
+class FormField(_Model):
+    """One field of a digital form's schema (forms.yaml `fields`)."""
+
+    name: str
+    type: Literal["string", "text", "integer", "number", "boolean", "date", "email"] = "string"
+    required: bool = False
+    max_length: int = Field(1000, ge=1)
+    pattern: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+class FormClient(_Model):
+    """A system allowed to submit a form: HMAC over the body with a shared secret, or a
+    bearer token. The secret itself is never in the file, only the variable that holds it."""
+
+    id: str
+    auth: Literal["hmac", "bearer"] = "hmac"
+    secret_env: str
+
+    def secret(self) -> str:
+        value = os.environ.get(self.secret_env)
+        if not value:
+            raise ConfigurationError(f"form client {self.id}: ${self.secret_env} is not set")
+        return value
+
+
 class Form(_Model):
     form_id: str
     title: str
@@ -50,22 +76,67 @@ class Form(_Model):
     journal: str = "new_case"
     sensitive: bool = False
     fallback_unit: str | None = None
+    fields: tuple[FormField, ...] = ()
+    # Fields not in `fields` are refused unless this is true.
+    allow_extra_fields: bool = False
+    clients: tuple[FormClient, ...] = ()
+    max_attachments: int = Field(10, ge=0)
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=0)
+    attachment_types: tuple[str, ...] = ("application/pdf", "image/jpeg", "image/png",
+                                         "image/tiff", "text/plain")
+
+
+class OAuth2Config(_Model):
+    """App-only OAuth2 (client credentials), e.g. an Entra ID app registration, or a token
+    handed over in an environment variable by something that refreshes it."""
+
+    token_url: str | None = None  # default: Entra ID's v2.0 endpoint of `tenant_id`
+    tenant_id: str | None = None
+    client_id: str = ""
+    client_secret_env: str | None = None
+    scope: str = "https://outlook.office365.com/.default"
+    access_token_env: str | None = None
+
+    def endpoint(self) -> str:
+        if self.token_url:
+            return self.token_url
+        if not self.tenant_id:
+            raise ConfigurationError("oauth2 needs token_url or tenant_id")
+        return f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
+
+    def client_secret(self) -> str:
+        value = os.environ.get(self.client_secret_env or "")
+        if not value:
+            raise ConfigurationError(f"oauth2: ${self.client_secret_env} is not set")
+        return value
 
 
 class MailboxConfig(_Model):
     name: str
-    kind: Literal["imap", "maildir"] = "imap"
-    address: str = ""
+    kind: Literal["imap", "maildir", "ews", "graph"] = "imap"
+    address: str = Field("", description="The mailbox's SMTP address (EWS, Graph user).")
     host: str = "127.0.0.1"
     port: int = 993
     ssl: bool = True
     username: str = ""
     password: SecretStr | None = None
     password_env: str | None = Field(None, description="Environment variable with the password.")
+    auth: Literal["password", "oauth2"] = "password"
+    oauth2: OAuth2Config | None = None
+    idle: bool = Field(True, description="IMAP: wait with IDLE when the server offers it.")
+    idle_timeout: float = Field(300.0, gt=0, description="IMAP IDLE: poll anyway after this.")
     folder: str = "INBOX"
     processed_folder: str = "Postfordeler/Behandlet"
     failed_folder: str = "Postfordeler/Fejl"
     path: Path | None = Field(None, description="Maildir path (relative to the data directory).")
+    # EWS (Exchange on premises)
+    ews_url: str | None = Field(None, description="EWS endpoint; none: autodiscover.")
+    ews_auth: Literal["NTLM", "basic", "digest", "OAuth 2.0", "no authentication"] = "NTLM"
+    access_type: Literal["delegate", "impersonation"] = "delegate"
+    ews_version: str | None = Field(None, description="Server build, e.g. 15.1.2507.6; none: "
+                                                      "ask the server.")
+    # Microsoft Graph (Exchange Online)
+    graph_url: str = "https://graph.microsoft.com/v1.0"
 
     def secret(self) -> str:
         if self.password_env:
@@ -74,6 +145,11 @@ class MailboxConfig(_Model):
                 raise ConfigurationError(f"mailbox {self.name}: ${self.password_env} is not set")
             return value
         return self.password.get_secret_value() if self.password else ""
+
+    def oauth(self) -> OAuth2Config:
+        if self.oauth2 is None:
+            raise ConfigurationError(f"mailbox {self.name}: auth oauth2 needs an oauth2 section")
+        return self.oauth2
 
 
 class Case(_Model):

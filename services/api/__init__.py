@@ -27,7 +27,7 @@ from shared.db.models import Item
 from shared.settings import Settings
 from shared.tenant import Tenant
 
-from . import auth, clerk, deadletters
+from . import auth, clerk, deadletters, forms, mailboxes
 from .audit import router as audit_router
 from .deps import ANONYMOUS, Principal, current_principal, require
 from .routes import router
@@ -80,6 +80,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(deadletters.router)
     app.include_router(audit_router)  # audit entries, CSV, CPR query, receipt status
+    app.include_router(mailboxes.router)  # /health/mailboxes
+    app.include_router(forms.router)  # /api/v1/forms/{form_id}/submissions
 
     @app.get("/health/live", response_model=Health)
     async def live() -> Health:

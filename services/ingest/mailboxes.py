@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import mailbox
 import os
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +19,8 @@ import structlog
 
 from shared.errors import TransientError
 from shared.tenant import MailboxConfig
+
+from .oauth import TokenSource
 
 if TYPE_CHECKING:
     from imapclient import IMAPClient
@@ -37,12 +41,25 @@ class Mailbox(Protocol):
 
     async def mark_failed(self, ref: str) -> None: ...
 
+    async def wait(self, interval: float) -> None:
+        """Return when new messages may have arrived: at once when the server tells (IMAP
+        IDLE, within the mailbox's idle_timeout), else after `interval` seconds."""
+        ...
+
     async def close(self) -> None: ...
 
 
 def open_mailbox(config: MailboxConfig, data_dir: Path) -> Mailbox:
     if config.kind == "maildir":
         return MaildirMailbox(config, data_dir)
+    if config.kind == "graph":
+        from .graph import GraphMailbox
+
+        return GraphMailbox(config)
+    if config.kind == "ews":
+        from .ews import EwsMailbox
+
+        return EwsMailbox(config)
     return ImapMailbox(config)
 
 
@@ -50,8 +67,12 @@ class ImapMailbox:
     """IMAP through imapclient (blocking, so every call runs in a worker thread).
 
     Refs are "UIDVALIDITY:UID": if the server renumbers the folder, old refs no longer match
-    and the Message-ID dedupe catches the re-listed messages.
+    and the Message-ID dedupe catches the re-listed messages. Login with a password or with
+    OAuth2 (SASL XOAUTH2); between polls the connection waits in IDLE when the server has it.
     """
+
+    IDLE_SLICE = 1.0  # seconds per idle_check, so close() never waits long for an idle thread
+    IDLE_MAX = 29 * 60.0  # RFC 2177: re-issue IDLE at least every 29 minutes
 
     def __init__(self, config: MailboxConfig) -> None:
         self.config = config
@@ -59,16 +80,39 @@ class ImapMailbox:
         self._client: IMAPClient | None = None
         self._uidvalidity: int | None = None
         self._folders: dict[str, str] = {}
-        self._lock = asyncio.Lock()  # imapclient connections are not thread-safe
+        # imapclient connections are not thread-safe. The asyncio lock keeps callers in order;
+        # the thread lock still holds when a caller is cancelled while its thread runs on.
+        self._lock = asyncio.Lock()
+        self._thread_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._tokens = TokenSource(config.oauth()) if config.auth == "oauth2" else None
+        self._listed: set[int] = set()
+
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self._thread_lock:
+            try:
+                return fn(*args)
+            except Exception:
+                self._drop()  # a broken connection is reopened on the next call
+                raise
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
-            try:
-                return await asyncio.to_thread(fn, *args)
-            except Exception:
-                # a broken connection is reopened on the next call
-                await asyncio.to_thread(self._drop)
-                raise
+            return await asyncio.to_thread(self._locked, fn, *args)
+
+    def _login(self, client: IMAPClient) -> None:
+        cfg = self.config
+        if self._tokens is None:
+            client.login(cfg.username, cfg.secret())
+            return
+        from imapclient.exceptions import LoginError
+
+        try:
+            # imapclient sends the SASL XOAUTH2 string (oauth.xoauth2_string) base64-encoded
+            client.oauth2_login(cfg.username, self._tokens.token_sync())
+        except LoginError:
+            self._tokens.invalidate()  # maybe revoked: the next attempt asks for a new one
+            raise
 
     def _connect(self) -> IMAPClient:
         if self._client is not None:
@@ -78,7 +122,7 @@ class ImapMailbox:
         cfg = self.config
         client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.ssl, timeout=60)
         try:
-            client.login(cfg.username, cfg.secret())
+            self._login(client)
             delimiter = self._delimiter(client)
             for folder in (cfg.processed_folder, cfg.failed_folder):
                 name = folder.replace("/", delimiter)
@@ -112,6 +156,7 @@ class ImapMailbox:
         info = client.select_folder(self.config.folder)  # refreshes the view of the folder
         self._uidvalidity = int(info[b"UIDVALIDITY"])
         uids = client.search(["NOT", "DELETED"])
+        self._listed = set(uids)
         return [f"{self._uidvalidity}:{uid}" for uid in sorted(uids)]
 
     def _uid(self, ref: str) -> int:
@@ -154,9 +199,44 @@ class ImapMailbox:
     async def mark_failed(self, ref: str) -> None:
         await self._call(self._move, ref, self.config.failed_folder)
 
+    def _idle(self, timeout: float) -> bool:
+        """IDLE until the server reports a change or `timeout`; False if it cannot IDLE."""
+        client = self._connect()
+        if not (self.config.idle and client.has_capability("IDLE")):
+            return False
+        # A message that arrived while the last poll ran was announced in an answer to one
+        # of its commands (imapclient drops such EXISTS), and IDLE would not announce it
+        # again. A fresh SELECT resets the session's view; then look before waiting.
+        client.select_folder(self.config.folder)
+        if set(client.search(["NOT", "DELETED"])) - self._listed:
+            return True
+        from imapclient.exceptions import IMAPClientError
+
+        try:
+            client.idle()
+        except IMAPClientError:
+            # The server announced news (EXISTS) before its "+ idling": imapclient refuses
+            # that answer. The IDLE command is running, so end it properly and poll.
+            client.idle_done()
+            return True
+        try:
+            deadline = time.monotonic() + min(timeout, self.IDLE_MAX)
+            while not self._closing.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or client.idle_check(timeout=min(self.IDLE_SLICE, left)):
+                    break  # EXISTS, EXPUNGE, ... : something changed, poll now
+        finally:
+            client.idle_done()
+        return True
+
+    async def wait(self, interval: float) -> None:
+        if not await self._call(self._idle, self.config.idle_timeout):
+            await asyncio.sleep(interval)
+
     async def close(self) -> None:
+        self._closing.set()
         async with self._lock:
-            await asyncio.to_thread(self._drop)
+            await asyncio.to_thread(self._locked, self._drop)
 
 
 class MaildirMailbox:
@@ -216,6 +296,9 @@ class MaildirMailbox:
 
     async def mark_failed(self, ref: str) -> None:
         await asyncio.to_thread(self._move, ref, self.config.failed_folder)
+
+    async def wait(self, interval: float) -> None:
+        await asyncio.sleep(interval)
 
     async def close(self) -> None:
         self._md = None

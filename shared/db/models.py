@@ -104,6 +104,22 @@ class SourceMessage(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MailboxStatus(Base):
+    """The last poll of each mailbox, written by the ingest process that polls it, so health
+    checks in any process can tell which mailbox is down and since when."""
+
+    __tablename__ = "mailbox_status"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    up: Mapped[bool] = mapped_column(default=False)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_ok_at: Mapped[datetime | None] = mapped_column()
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+
+
 class InboxEntry(Base):
     """Messages a consumer has processed; written in the same transaction as the effect."""
 

@@ -3,27 +3,33 @@ in-process bus: poll, dedupe, failed messages, crash between commit and move, ex
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from services import ingest
+from services.api import create_app
 from services.ingest.extractor import CONSUMER, Extractor
 from services.ingest.mailboxes import ImapMailbox, Mailbox, MaildirMailbox
-from services.ingest.poller import PollReport, poll_mailbox
+from services.ingest.oauth import xoauth2_string
+from services.ingest.poller import MAX_BACKOFF, PollReport, backoff, poll_mailbox, run_mailbox
 from shared.contracts import ItemEvent, ItemExtracted, ItemState
 from shared.db import Item, ItemTransition, SourceMessage
+from shared.db.models import MailboxStatus
 from shared.runtime import Consumer, Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
 from tests.conftest import async_wait_for, free_port
 from tests.support.dovecot import DovecotServer, dovecot  # noqa: F401  (fixture)
+from tests.support.graph_server import GraphServer
 
 PROCESSED = "Postfordeler/Behandlet"
 FAILED = "Postfordeler/Fejl"
@@ -173,6 +179,9 @@ class CrashBeforeMove:
     async def mark_failed(self, ref: str) -> None:
         raise RuntimeError("simulated crash")
 
+    async def wait(self, interval: float) -> None:
+        await self.inner.wait(interval)
+
     async def close(self) -> None:
         await self.inner.close()
 
@@ -274,3 +283,203 @@ async def test_old_server_without_move_and_dot_delimiter(sqlite_url: str, tmp_pa
             assert server.count(user, "Postfordeler.Fejl") == 1
         finally:
             await runtime.stop()
+
+
+class OAuthDovecot(DovecotServer):
+    """dovecot with its oauth2 passdb: XOAUTH2 tokens are checked against the local token
+    server's RFC 7662 introspection endpoint, as dovecot does it against a real IdP."""
+
+    def __init__(self, tmpdir: Path, introspection_url: str) -> None:
+        self.introspection_url = introspection_url
+        super().__init__(tmpdir)
+
+    def _capability_line(self) -> str:
+        conf = self.dir / "oauth2.conf.ext"
+        conf.write_text(f"introspection_url = {self.introspection_url}\n"
+                        "introspection_mode = post\nusername_attribute = username\n"
+                        "active_attribute = active\nactive_value = true\n")
+        conf.chmod(0o644)
+        return ("auth_mechanisms = plain login xoauth2 oauthbearer\n"
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {conf}\n}}\n")
+
+
+def test_xoauth2_sasl_string() -> None:
+    assert xoauth2_string("post@kommune.dk", "tok") == \
+        "user=post@kommune.dk\x01auth=Bearer tok\x01\x01"
+
+
+async def test_xoauth2_login_with_client_credentials(sqlite_url: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter gets an app-only token from the token endpoint and logs in with XOAUTH2;
+    dovecot accepts it only because the token introspects as active for that user."""
+    user, name = "post@example.test", f"oauth-{uuid.uuid4().hex[:8]}"
+    with GraphServer() as idp, OAuthDovecot(tmp_path / "oauth", f"{idp.url}/introspect") as imap:
+        imap.add_user(user, "not-used-by-the-adapter")
+        imap.append(user, "INBOX", mail("Via OAuth2"))
+        idp.add_client("app-1", "s3cret", subject=user)
+        monkeypatch.setenv("PF_TEST_OAUTH_SECRET", "s3cret")
+        config = imap_config(imap, name, user, password=None, auth="oauth2", oauth2={
+            "token_url": f"{idp.url}/tenant-1/oauth2/v2.0/token", "client_id": "app-1",
+            "client_secret_env": "PF_TEST_OAUTH_SECRET"})
+        runtime = make_runtime(tmp_path, sqlite_url, [config])
+        await runtime.start()
+        try:
+            report = await ingest.poll_once(runtime)
+            assert (report.new, report.errors) == (1, {})
+            assert imap.count(user, PROCESSED) == 1
+            assert idp.token_requests == 1
+
+            # a wrong secret is refused at the token endpoint: the mailbox is reported down
+            monkeypatch.setenv("PF_TEST_OAUTH_SECRET", "wrong")
+            report = await ingest.poll_once(runtime)
+            assert "invalid_client" in report.errors[name]
+        finally:
+            await runtime.stop()
+
+
+class IdleDovecot(DovecotServer):
+    """dovecot learns of new mail by inotify, and when the machine is out of inotify
+    instances (shared CI machines) by checking every mailbox_idle_check_interval (30 s by
+    default): make that short, so the test does not depend on inotify."""
+
+    def _capability_line(self) -> str:
+        return "mailbox_idle_check_interval = 1 secs\n"
+
+
+async def test_idle_wakes_the_poller(sqlite_url: str, tmp_path: Path) -> None:
+    """With a poll interval far longer than the test waits, only IDLE can bring the new
+    messages in."""
+    user = f"u{uuid.uuid4().hex[:8]}@example.test"
+    name = f"idle-{uuid.uuid4().hex[:8]}"
+    with IdleDovecot(tmp_path / "idle") as server:
+        server.add_user(user, "secret")
+        runtime = make_runtime(tmp_path, sqlite_url, [imap_config(server, name, user)])
+        runtime = Runtime(runtime.settings.model_copy(update={"poll_interval": 600.0}))
+        await runtime.start()
+        try:
+            runtime.spawn(run_mailbox(runtime, runtime.tenant.mailboxes[0]), "idle-test")
+
+            await asyncio.sleep(1.0)  # the first (empty) poll is done: waiting in IDLE
+            for n in (1, 2):
+                server.append(user, "INBOX", mail(f"Besked {n}"))
+                await async_wait_for(lambda n=n: _count_is(runtime, name, n), timeout=15)
+            assert server.count(user, PROCESSED) == 2
+        finally:
+            await runtime.stop()
+
+
+async def _count_is(runtime: Runtime, mailbox: str, n: int) -> bool:
+    return len(await items_of(runtime, mailbox)) == n
+
+
+async def test_without_idle_it_polls(dovecot: DovecotServer, sqlite_url: str,  # noqa: F811
+                                     tmp_path: Path) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}@example.test"
+    name = f"poll-{uuid.uuid4().hex[:8]}"
+    dovecot.add_user(user, "secret")
+    runtime = make_runtime(tmp_path, sqlite_url, [imap_config(dovecot, name, user, idle=False)])
+    await runtime.start()
+    try:
+        mailbox = ImapMailbox(runtime.tenant.mailboxes[0])
+        await mailbox.list_new()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await mailbox.wait(0.3)  # no IDLE: just the interval
+        assert loop.time() - started >= 0.3
+        await mailbox.close()
+        runtime.spawn(run_mailbox(runtime, runtime.tenant.mailboxes[0]), "poll-test")
+        dovecot.append(user, "INBOX", mail("Pollet"))
+        await async_wait_for(lambda: _count_is(runtime, name, 1), timeout=15)
+    finally:
+        await runtime.stop()
+
+
+async def test_dead_mailbox_in_health(dovecot: DovecotServer, sqlite_url: str,  # noqa: F811
+                                      tmp_path: Path) -> None:
+    """A mailbox nobody answers for is retried with growing delays and shows in
+    /health/mailboxes (503, with the error) while the other mailbox carries on."""
+    user = f"u{uuid.uuid4().hex[:8]}@example.test"
+    good, dead = f"good-{uuid.uuid4().hex[:8]}", f"dead-{uuid.uuid4().hex[:8]}"
+    dovecot.add_user(user, "secret")
+    runtime = make_runtime(tmp_path, sqlite_url, [
+        imap_config(dovecot, dead, user, port=free_port()), imap_config(dovecot, good, user)])
+    await runtime.start()
+    try:
+        await ingest.start(runtime)
+        dovecot.append(user, "INBOX", mail("Stadig modtaget"))
+        await async_wait_for(lambda: _count_is(runtime, good, 1), timeout=15)
+
+        async def dead_twice() -> bool:
+            async with runtime.uow() as uow:
+                row = await uow.session.get(MailboxStatus, dead)
+                return row is not None and row.failures >= 2
+
+        await async_wait_for(dead_twice, timeout=15)
+        app = create_app(runtime.settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            response = await client.get("/health/mailboxes")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "degraded"
+        by_name = {m["name"]: m for m in body["mailboxes"]}
+        assert by_name[good]["up"] and by_name[good]["last_ok_at"]
+        assert not by_name[dead]["up"] and by_name[dead]["failures"] >= 2
+        assert "ConnectionRefused" in by_name[dead]["last_error"]
+        assert by_name[dead]["next_attempt_at"] > by_name[dead]["checked_at"]
+    finally:
+        await runtime.stop()
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [backoff(10, n) for n in range(5)] == [10, 10, 20, 40, 80]
+    assert backoff(10, 30) == MAX_BACKOFF
+
+
+async def test_loops_end_at_ingest(dovecot: DovecotServer, sqlite_url: str,  # noqa: F811
+                                   tmp_path: Path) -> None:
+    """Our own receipt, an out-of-office answer to it and a bounce are taken in (raw kept) and
+    end as not relevant with the reason; a person answering a receipt is a normal item."""
+    user = f"u{uuid.uuid4().hex[:8]}@example.test"
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    dovecot.add_user(user, "secret")
+    domain = "demoby.dk"  # the bundled tenant's municipality domain
+    receipt_id = f"<receipt-{uuid.uuid4()}@{domain}>"
+    own = mail("Kvittering for modtagelse", receipt_id)
+    ooo = _with_headers(mail("Automatisk svar: Kvittering"),
+                        {"Auto-Submitted": "auto-replied", "In-Reply-To": receipt_id})
+    bounce = (b"From: MAILER-DAEMON@mx.example.dk\r\nTo: post@demoby.dk\r\n"
+              b"Subject: Undelivered Mail Returned to Sender\r\n"
+              b"Message-ID: <bounce-1@mx.example.dk>\r\nMIME-Version: 1.0\r\n"
+              b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n"
+              b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nNot delivered\r\n--b--\r\n")
+    human = _with_headers(mail("Sv: Kvittering for modtagelse"), {"In-Reply-To": receipt_id})
+    for raw in (own, ooo, bounce, human):
+        dovecot.append(user, "INBOX", raw)
+    runtime = make_runtime(tmp_path, sqlite_url, [imap_config(dovecot, name, user)])
+    await runtime.start()
+    try:
+        report = await ingest.poll_once(runtime)
+        assert (report.new, report.loops, report.errors) == (1, 3, {})
+        assert dovecot.count(user, PROCESSED) == 4
+        items = {i.subject: i for i in await items_of(runtime, name)}
+        assert items["Sv: Kvittering for modtagelse"].state == "received"
+        expected = {"Kvittering for modtagelse": "own_message",
+                    "Automatisk svar: Kvittering": "auto_reply",
+                    "Undelivered Mail Returned to Sender": "delivery_report"}
+        for subject, kind in expected.items():
+            item = items[subject]
+            assert item.state == "not_relevant" and item.decision is not None
+            assert item.decision["loop"] == kind and item.decision["receipt"] is False
+            assert item.decision["reasons"][0].startswith("loop protection:")
+            assert runtime.blobs.get_sync(item.raw_sha256 or "")
+        assert (REGISTRY.get_sample_value("postfordeler_loops_stopped_total",
+                                          {"kind": "own_message"}) or 0) >= 1
+    finally:
+        await runtime.stop()
+
+
+def _with_headers(raw: bytes, headers: dict[str, str]) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+    return extra + raw
