@@ -25,6 +25,7 @@ from .limits import Limits, Refused
 
 _WCONF = re.compile(r"class='ocrx_word'[^>]*?x_wconf (\d+)")
 _LINE_ANGLE = re.compile(r"class='ocr_(?:line|caption|header|textfloat)'[^>]*?textangle (\d+)")
+BLANK = 160  # a page whose darkest pixel (after the median filter) is lighter is blank
 _LINES = re.compile(r"class='ocr_(?:line|caption|header|textfloat)'")
 # Formats tesseract (leptonica) reads from the original file without a conversion.
 _DIRECT = frozenset({"PNG", "JPEG", "TIFF"})
@@ -116,6 +117,9 @@ def ocr_pil(image: Any, limits: Limits) -> OcrPage:
     page = image.convert("L")
     if limits.denoise:
         page = page.filter(ImageFilter.MedianFilter(3))
+    darkest, _ = page.getextrema()
+    if darkest > BLANK:  # nothing printed (the back of a duplex scan): no tesseract run
+        return OcrPage(text="", confidence=None, orientation=0)
     with tempfile.NamedTemporaryFile(prefix="pf-page-", suffix=".pgm") as fh:
         page.save(fh, format="PPM")
         fh.flush()

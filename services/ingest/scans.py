@@ -74,18 +74,26 @@ class ScanFolder:
         """One look: take every file that is unchanged since the previous look."""
         report = ScanReport()
         now = await asyncio.to_thread(self._list)
-        for name, stamp in sorted(now.items()):
-            if self._last.get(name) != stamp:
-                report.waiting.append(name)
-                continue
-            try:
-                outcome = await self.take(name, stamp)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database or the disk: the next look tries again
-                log.exception("scan not taken in", file=name)
-                outcome = "waiting"
+        limit = asyncio.Semaphore(max(1, self.runtime.settings.ingest_concurrency))
+
+        async def one(name: str, stamp: tuple[int, int]) -> None:
+            async with limit:
+                try:
+                    outcome = await self.take(name, stamp)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database or the disk: the next look tries again
+                    log.exception("scan not taken in", file=name)
+                    outcome = "waiting"
             getattr(report, outcome or "waiting").append(name)
+
+        stable = []
+        for name, stamp in sorted(now.items()):
+            if self._last.get(name) == stamp:
+                stable.append(one(name, stamp))
+            else:
+                report.waiting.append(name)
+        await asyncio.gather(*stable)
         self._last = {name: stamp for name, stamp in now.items() if name in report.waiting}
         return report
 

@@ -35,6 +35,9 @@ def _worker_main(conn: Connection, memory_bytes: int) -> None:
     os.setpgrp()  # our own process group, so a kill also ends a running tesseract
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_THREAD_LIMIT"] = "1"  # tesseract: 1.4 s a page instead of 11 s on 2 cores
+    import warnings
+
+    warnings.simplefilter("ignore")  # decoders warn about every broken file; reasons are kept
     if memory_bytes > 0:
         import resource
 
