@@ -39,7 +39,8 @@ async def start(runtime: Runtime) -> None:
                 attachments.append((await runtime.blobs.get(attachment.text)).decode(
                     "utf-8", errors="replace"))
         doc = Document(subject=event.subject, body=body, attachments=tuple(attachments),
-                       sender=event.sender.address, mailbox=event.mailbox,
+                       sender=event.sender.address,
+                       sender_name=event.sender.name, mailbox=event.mailbox,
                        channel=event.channel.value, auto_submitted=event.auto_submitted)
         c = classifier.classify(doc)
         item.entities = [e.model_dump() for e in c.entities if e.kind != "keyword"]

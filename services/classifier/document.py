@@ -17,6 +17,7 @@ class Document:
     body: str = ""
     attachments: tuple[str, ...] = ()  # the text an extractor read from each attachment
     sender: str = ""
+    sender_name: str = ""  # the display name, or the form's submitter
     mailbox: str = ""
     channel: str = "email"
     auto_submitted: bool = False
@@ -60,6 +61,8 @@ def from_labelled(data: Mapping[str, Any], group: str = "") -> LabelledItem:
         body=body,
         attachments=tuple(a.get("text") or "" for a in data.get("attachments") or ()),
         sender=address or submitter.get("email", "") or "",
+        sender_name=(sender.get("name", "") if isinstance(sender, dict) else "")
+        or submitter.get("name", "") or "",
         mailbox=data.get("mailbox") or "",
         channel=data.get("channel") or "email",
         form_id=form.get("form_id"),

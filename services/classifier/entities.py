@@ -51,6 +51,9 @@ class Knowledge:
     # lemma sequence -> (entity kind, value): department names and synonyms, rule phrases
     phrases: Mapping[tuple[str, ...], tuple[str, str]] = field(default_factory=dict)
     own_domains: frozenset[str] = frozenset()
+    # Open cases as the ESDH party search sees them: (case number, party, plates in the
+    # title, the clerk's name).
+    register: tuple[tuple[str, str, frozenset[str], str], ...] = ()
 
     _by_suffix: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
 
@@ -67,6 +70,44 @@ class Knowledge:
             return candidate
         hits = self._by_suffix.get(_suffix(candidate), [])
         return hits[0] if len(hits) == 1 else None
+
+
+    def search(self, text: str, sender_name: str, plates: frozenset[str],
+               serials: frozenset[str]) -> str | None:
+        """The one open case a writer refers to without its number, as a clerk would find it
+        in the ESDH system: by the party (the sender, or a name in the text), a licence plate
+        in the case title, a bare serial ("sagsnr 1772") or the clerk's name. A case needs two
+        such signs, or one when it is the only case of that party; a tie is no match."""
+        lowered = text.lower()
+        sender = sender_name.strip().lower()
+        scored: list[tuple[int, str]] = []
+        for number, party, case_plates, clerk in self.register:
+            party_hit = bool(party) and (party == sender or _has_name(lowered, party))
+            score = 2 * party_hit + 2 * bool(case_plates & plates)
+            score += 2 * (number.split("-")[-2] in serials)
+            if clerk and score and (_has_name(lowered, clerk) or _greets(text, clerk)):
+                score += 1
+            if score >= 2:
+                scored.append((score, number))
+        if not scored:
+            return None
+        best = max(s for s, _ in scored)
+        hits = [n for s, n in scored if s == best]
+        return hits[0] if len(hits) == 1 else None
+
+
+def _has_name(lowered_text: str, name: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", lowered_text) is not None
+
+
+def _greets(text: str, clerk: str) -> bool:
+    """ "Hej Amalie", "Kære Bo", "Att. Camilla": the clerk's first name as the addressee."""
+    first = re.escape(clerk.split()[0])
+    return re.search(rf"(?:hej|kære|til|att\.?|dear)\s+{first}\b", text, re.IGNORECASE) is not None
+
+
+_BARE_SERIAL = re.compile(r"\b(?:sags?(?:nr|nummer)?|j\.?\s?nr|ref)\.?\s*:?\s*(\d{3,6})\b",
+                          re.IGNORECASE)
 
 
 def _suffix(number: str) -> str:
@@ -199,7 +240,8 @@ def keywords(*texts: str, limit: int = 300) -> list[str]:
     return sorted({lemma(w) for t in texts for w in words(t) if len(w) >= 3})[:limit]
 
 
-def extract(subject: str, body: str, *, sender: str = "", auto_submitted: bool = False,
+def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
+            auto_submitted: bool = False,
             knowledge: Knowledge | None = None, headers: Mapping[str, str] | None = None,
             max_keywords: int = 300) -> tuple[Entity, ...]:
     """All entities of an item, de-duplicated on (kind, value), in a stable order."""
@@ -218,6 +260,12 @@ def extract(subject: str, body: str, *, sender: str = "", auto_submitted: bool =
                             own_domains=k.own_domains if k else frozenset())
     found += (Entity(kind="keyword", value=w, source="text")
               for w in keywords(subject, body, limit=max_keywords))
+    if k is not None and k.register and not any(e.kind == "case_number" for e in found):
+        plates = frozenset(e.value for e in found if e.kind == "licence_plate")
+        serials = frozenset(m.group(1) for t in (subject, body) for m in _BARE_SERIAL.finditer(t))
+        hit = k.search(f"{subject}\n{body}", sender_name, plates, serials)
+        if hit is not None:
+            found.append(Entity(kind="case_number", value=hit, source="register"))
     seen: set[tuple[str, str]] = set()
     unique = []
     for e in found:

@@ -20,7 +20,7 @@ from .lemmas import lemmas
 from .parts import split_body
 
 _FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
-          "delivery_report", "read_receipt", "newsletter")
+          "delivery_report", "read_receipt", "newsletter", "commercial")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import yaml
 
 from shared.tenant import Tenant
 
-from .entities import ESDH_PATTERNS, Knowledge, compile_phrases
+from .entities import ESDH_PATTERNS, Knowledge, compile_phrases, licence_plates
 from .kle import KlePlan
 
 NOT_RELEVANT = "ikke-relevant"
@@ -73,7 +73,14 @@ def build_knowledge(tenant: Tenant, plan: KlePlan | None = None) -> Knowledge:
         for name in (unit.name, *unit.synonyms):
             entries.append((name, "department", unit.id))
     entries += ((p, "keyword", p.lower()) for p in _rule_phrases(tenant))
+    clerks = {(u.id, c.initials): c.name for u in tenant.units.values() for c in u.clerks}
+    register = tuple(
+        (c.case_number, (c.party or "").strip().lower(),
+         frozenset(e.value for e in licence_plates(c.title)),
+         clerks.get((c.unit or "", c.clerk or ""), "").lower())
+        for c in tenant.cases.values() if c.status == "open")
     return Knowledge(
+        register=register,
         case_patterns=tuple((n, re.compile(rx)) for n, rx in patterns),
         cases={c.case_number: (c.unit, c.clerk) for c in tenant.cases.values()},
         kle_codes=plan.codes() if plan is not None else None,

@@ -60,7 +60,8 @@ class Classifier:
 
     def entities(self, doc: Document) -> tuple[Entity, ...]:
         text = "\n".join((doc.body, *doc.attachments))
-        found = extract(doc.subject, text, sender=doc.sender, auto_submitted=doc.auto_submitted,
+        found = extract(doc.subject, text, sender=doc.sender, sender_name=doc.sender_name,
+                        auto_submitted=doc.auto_submitted,
                         knowledge=self.knowledge, headers=doc.headers)
         if doc.form_id:
             found += (Entity(kind="form", value=doc.form_id, source="form"),)

@@ -28,6 +28,12 @@ _NOREPLY_LOCAL = re.compile(r"no-?reply|do-?not-?reply|notifications?|nyhedsbrev
                             r"marketing|news|kampagne|info-?mail", re.IGNORECASE)
 _UNSUBSCRIBE = re.compile(r"afmeld(?:e|ing)? (?:nyhedsbrev|her)|unsubscribe|frameld",
                           re.IGNORECASE)
+# Sales offers and event invitations: prices without VAT, offer deadlines, sign-up and
+# opt-out lines. Two of them make a commercial mail (one alone is common in citizens' mail).
+_COMMERCIAL = re.compile(
+    r"ekskl\.? moms|excl\.? vat|tilbuddet gælder|early bird|uforpligtende tilbud|"
+    r"tilmelding (?:på|via|her)|tilmeld dig|sommerpris|kampagnepris|rabatkode|webinar|"
+    r"afmeld(?:e|ing)?\b|unsubscribe|bestil (?:før|inden)|invitation:", re.IGNORECASE)
 # Danish public authorities that write to municipalities; a tenant may add its own.
 AUTHORITY_DOMAINS = frozenset({
     "udbetaling.dk", "skat.dk", "sktst.dk", "borger.dk", "politi.dk", "ast.dk", "star.dk",
@@ -46,8 +52,12 @@ def _lookalike(domain: str, own_domains: frozenset[str]) -> bool:
         if brand in domain and not any(domain == r or domain.endswith("." + r) for r in real):
             return True
     for own in own_domains:
-        stem = own.split(".")[0]
-        if stem and stem in domain and not (domain == own or domain.endswith("." + own)):
+        # Local clubs, schools and firms take the town's name under .dk ("eksempelby-fc.dk");
+        # a look-alike puts it under another top-level domain or spells out the real domain
+        # ("eksempelby-dk.support-portal.info").
+        stem, tld = own.split(".")[0], own.rsplit(".", 1)[-1]
+        if stem and stem in domain and not (domain == own or domain.endswith("." + own)) and (
+                not domain.endswith("." + tld) or own.replace(".", "-") in domain):
             return True
     return False
 
@@ -76,6 +86,8 @@ def sender_signals(subject: str, body: str, sender: str, *, auto_submitted: bool
     if _READ_SUBJECT.match(subject):
         yield Entity(kind="auto_reply", value="true", source="headers")
         yield Entity(kind="read_receipt", value="true", source="headers")
+    if len({m.group().lower() for m in _COMMERCIAL.finditer(f"{subject}\n{body}")}) >= 2:
+        yield Entity(kind="commercial", value="true", source="text")
     if (_NOREPLY_LOCAL.search(local) or "list-unsubscribe" in headers
             or precedence in {"bulk", "list"} or _UNSUBSCRIBE.search(body[-2000:])):
         yield Entity(kind="newsletter", value="true", source="sender")

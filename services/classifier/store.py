@@ -22,7 +22,7 @@ from shared.errors import ConfigurationError
 
 from .pipeline import TrainedModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the unit ranker (pair features), not a per-unit classifier
 MODEL_FILE = "model.joblib"
 MANIFEST = "manifest.json"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "spacy", "spacy-lookups-data", "joblib")
@@ -53,7 +53,7 @@ def save(model: TrainedModel, directory: Path, *, name: str, data_hash: str,
         "training_data_sha256": data_hash,
         "threshold": model.routing.threshold,
         "target_precision": model.routing.target_precision,
-        "classes": model.routing.text.classes,
+        "classes": model.routing.classes,
         "metrics": metrics,
         "files": {MODEL_FILE: _sha256(directory / MODEL_FILE)},
     }

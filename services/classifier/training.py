@@ -55,9 +55,10 @@ def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
     reports, newsletters, marketing and phishing."""
 
     texts = ("nyhedsbrev tilbud rabat webinar invitation konference tilmeld afmeld gratis kampagne",
+             "tilbud pris ekskl moms bestil før sommerpris leverandør produkter uforpligtende",
              "automatisk svar fraværende ferie tilbage igen out of office",
              "bekræft din konto adgangskode udløber klik her verificer login betaling",
              "leveringsrapport kunne ikke leveres undeliverable delivery failed")
-    tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter "
+    tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter has_commercial "
               "sender_lookalike")
     return [(Inputs(" ".join(lemmas(t)), t, "", tokens), NOT_RELEVANT) for t in texts]
