@@ -21,6 +21,7 @@ app.add_typer(access.app, name="apikey")
 __import__("postfordeler.commands.classifier").commands.classifier.register(app)
 app.command("extract")(__import__("postfordeler.commands.extract", fromlist=["x"]).extract)
 app.add_typer(access.app, name="apikey")
+app.add_typer(__import__("postfordeler.commands.retention", fromlist=["x"]).app, name="retention")
 
 
 def _settings(**overrides: object) -> Settings:

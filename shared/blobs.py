@@ -8,6 +8,7 @@ moved once `put` returned and the item row committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -40,6 +41,11 @@ class FileBlobStore:
     def put_sync(self, data: bytes, content_type: str = "application/octet-stream") -> BlobRef:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
+        if target.exists():
+            # Touched, so a retention run deleting this blob sees it is wanted again
+            # (services/journal/retention.py); moved aside by one just now: written anew.
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(target)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")

@@ -30,10 +30,11 @@ from .getorganized import GetOrganized
 from .handler import Journal
 from .receipt_text import compose, receipt_due, receipt_message_id
 from .receipts import Receipts, RetryPolicy, make_sender
+from .retention import RetentionJob
 from .sbsys import Sbsys
 
 __all__ = ["Journal", "LocalArchive", "Receipts", "RetryPolicy", "compose", "make_sender",
-           "make_esdh", "receipt_due", "receipt_message_id", "seed_cases", "start"]
+           "make_esdh", "receipt_due", "RetentionJob", "receipt_message_id", "seed_cases", "start"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,13 @@ async def start(runtime: Runtime) -> None:
     # Receipts SMTP did not take wait in their rows; retried with back-off from there.
     runtime.spawn(runtime.run_periodic(runtime.settings.receipt_sweep_interval,
                                        receipts.retry_due, "receipt-retry"), "receipt-retry")
+    days = runtime.settings.retention_days
+    if days is not None:
+        # Message content past its retention period (retention.py); several journal
+        # processes may run it at once.
+        job = RetentionJob(runtime.uow, runtime.blobs, days)
+        runtime.spawn(runtime.run_periodic(runtime.settings.retention_interval, job.run,
+                                           "retention"), "retention")
 
 
 async def seed_cases(runtime: Runtime) -> int:

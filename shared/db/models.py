@@ -41,7 +41,7 @@ class Item(Base):
     mailbox: Mapped[str] = mapped_column(String(255), index=True)
     source_ref: Mapped[str] = mapped_column(String(255))
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)
-    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    raw_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     subject: Mapped[str | None] = mapped_column(Text)
     sender: Mapped[str | None] = mapped_column(String(320), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
@@ -220,6 +220,10 @@ class Retention(Base):
 
     item_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     purged_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The sha256 of every blob the item referred to; deleted (unless still referred to
+    # elsewhere) by the retention job's collector, which then sets blobs_deleted_at.
+    blobs: Mapped[list[str] | None] = mapped_column(JSON)
+    blobs_deleted_at: Mapped[datetime | None] = mapped_column()
 
 
 class AuditEntry(Base):
