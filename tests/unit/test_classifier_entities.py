@@ -103,3 +103,47 @@ def test_sample_data_entities_match_labels() -> None:
             cpr_ok += bool(kinds(found, "cpr")) == raw["cpr_present"]
             n += 1
     assert plates_ok / n >= 0.97 and cpr_ok / n >= 0.97, (plates_ok, cpr_ok, n)
+
+
+REGISTER = Knowledge(
+    cases={"05.09.02-G01-134-24": ("parkering", "ALA"), "07.18.06-G01-3167-24": ("affald", "BKR"),
+           "02.34.04-G01-631-24": ("byggeri", "KMO"), "05.09.12-P20-1772-24": ("parkering", "TBN")},
+    register=(("05.09.02-G01-134-24", "anders yilmaz", frozenset({"DS11934"}), "amalie larsen"),
+              ("07.18.06-G01-3167-24", "ib rasmussen", frozenset(), "bo kristensen"),
+              ("02.34.04-G01-631-24", "ib rasmussen", frozenset(), "karsten mortensen"),
+              ("05.09.12-P20-1772-24", "hanne vang", frozenset(), "tobias bendtsen")))
+
+
+def test_register_search_finds_a_case_named_without_its_number() -> None:
+    def case(subject: str, body: str, name: str = "") -> list[str]:
+        return kinds(extract(subject, body, sender_name=name, knowledge=REGISTER), "case_number")
+
+    # A plate in the case title; the party writing; a bare serial; a party with two cases
+    # told apart by the clerk the writer greets.
+    assert case("beboerlicens", "Nummerplade DS 11 934, kan I forny den?") == [
+        "05.09.02-G01-134-24"]
+    assert case("Om min tilladelse", "Tilladelsen på Kirkegade (sagsnr 1772 tror jeg)") == [
+        "05.09.12-P20-1772-24"]
+    assert case("Spanden glemt igen", "Til Bo Kristensen\nDen er glemt igen.",
+                "Ib Rasmussen") == ["07.18.06-G01-3167-24"]
+    # The same party without a clerk named: two cases tie, so no match.
+    assert case("Spørgsmål", "Hvornår sker der noget?", "Ib Rasmussen") == []
+    # Nobody the register knows.
+    assert case("Spørgsmål", "Hej Amalie, hvornår?", "Ole Hansen") == []
+
+
+def test_local_organisations_are_not_lookalikes_but_spelled_out_domains_are() -> None:
+    for sender in ("kursus@eksempelby-sprogcenter.dk", "træner@eksempelby-fc.dk"):
+        assert "lookalike" not in kinds(extract("Hej", "", sender=sender, knowledge=KNOW),
+                                        "sender_kind")
+    assert "lookalike" in kinds(extract("Konto", "", knowledge=KNOW,
+                                        sender="it@eksempelby-dk.support-portal.info"),
+                                "sender_kind")
+
+
+def test_sales_offers_are_commercial_and_citizens_are_not() -> None:
+    offer = ("Sikr jer vejsalt til sommerpris: 1.190 kr. ekskl. moms. Tilbuddet gælder til 1. "
+             "september. Afmeld fremtidige tilbud: svar AFMELD")
+    assert kinds(extract("Sommerpris på vejsalt", offer), "commercial") == ["true"]
+    assert kinds(extract("Glat vej", "Der er ikke saltet på Bakkedraget. Afmeld min "
+                         "tilmelding til storskrald."), "commercial") == []
