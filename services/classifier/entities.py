@@ -97,7 +97,9 @@ class Knowledge:
 
 
 def _has_name(lowered_text: str, name: str) -> bool:
-    return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", lowered_text) is not None
+    # The substring test first: it is cheap and almost always false.
+    return name in lowered_text and re.search(
+        r"(?<!\w)" + re.escape(name) + r"(?!\w)", lowered_text) is not None
 
 
 def _greets(text: str, clerk: str) -> bool:
@@ -218,14 +220,30 @@ def kle_numbers(text: str, source: str = "body", plan: frozenset[str] | None = N
         yield Entity(kind="kle", value=value, start=m.start(), end=m.end(), source=source)
 
 
+_Table = Mapping[tuple[str, ...], tuple[str, str]]
+_SHAPES: dict[int, tuple[_Table, int, frozenset[str]]] = {}
+
+
+def _shape(table: _Table) -> tuple[int, frozenset[str]]:
+    """The longest phrase and the set of first words of a table (built once per table; the
+    table is kept with it, so a reused id of a freed table cannot match)."""
+    hit = _SHAPES.get(id(table))
+    if hit is None or hit[0] is not table:
+        hit = (table, max(len(k) for k in table), frozenset(k[0] for k in table))
+        _SHAPES[id(table)] = hit
+    return hit[1], hit[2]
+
+
 def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source: str = "body",
             ) -> Iterator[Entity]:
     """Phrases of the table (department names, synonyms, rule phrases) found on lemmas."""
     if not table:
         return
-    longest = max(len(k) for k in table)
+    longest, firsts = _shape(table)
     found = [(m, lemma(m.group())) for m in re.finditer(r"[^\W\d_]+(?:-[^\W\d_]+)*", text)]
     for i in range(len(found)):
+        if found[i][1] not in firsts:
+            continue  # no phrase starts with this word
         for n in range(min(longest, len(found) - i), 0, -1):
             key = tuple(lem for _, lem in found[i:i + n])
             hit = table.get(key)
