@@ -3,9 +3,9 @@ journalised through the SBSYS or GetOrganized test server and found again throug
 API, on RabbitMQ and PostgreSQL. Then a second batch while the ESDH is down for a while (and
 loses answers when it comes back): every receipt and every document exactly once.
 
+Each batch also has a digital form submitted through the forms API (a bearer client).
 The services run as one process (`postfordeler run all`) to stay within the time budget;
-tests/e2e/test_pipeline.py runs them as separate processes. Form submissions are not part of
-this test: the forms API (services/api/forms.py) had no submissions endpoint yet.
+tests/e2e/test_pipeline.py runs them as separate processes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,23 @@ pytestmark = pytest.mark.slow
 Server = SbsysServer | GetOrganizedServer
 DOWN = 10**6  # "down until told otherwise"
 MATCHED_CASE = "02.34.02-P19-412-26"  # the demo mail answering a building case
+FORM_ID, FORM_TITLE, FORM_SECRET = "bestil-storskrald", "Bestil afhentning af storskrald", "s3"
+FORMS_YAML = f"""forms:
+  - form_id: {FORM_ID}
+    title: {FORM_TITLE}
+    route: affald
+    kle: "07.18.10"
+    journal: new_case
+    fields:
+      - {{name: navn, required: true}}
+      - {{name: email, type: email, required: true}}
+      - {{name: adresse, required: true}}
+      - {{name: genstande, type: text}}
+    clients:
+      - {{id: selvbetjening, auth: bearer, secret_env: E2E_FORM_SECRET}}
+"""
+# what each batch's form submission should become: (subject, state, unit), with a receipt
+FORM_EXPECTED = (FORM_TITLE, "done", "affald")
 
 
 def _batch(plain: int) -> list[DemoMessage]:
@@ -50,6 +67,7 @@ def _batch(plain: int) -> list[DemoMessage]:
 
 def _configure(tenant: Path, kind: str, server: Server) -> dict[str, str]:
     """Point the tenant at the ESDH test server; the environment holding its secret."""
+    (tenant / "forms.yaml").write_text(FORMS_YAML, encoding="utf-8")
     org = tenant / "org.yaml"
     org.write_text(org.read_text(encoding="utf-8").replace("esdh: local", f"esdh: {kind}"),
                    encoding="utf-8")
@@ -59,11 +77,11 @@ def _configure(tenant: Path, kind: str, server: Server) -> dict[str, str]:
             f"sbsys: {{base_url: '{server.url}', token_url: '{server.token_url}', "
             f"client_id: {sbs.CLIENT_ID}, client_secret_env: E2E_SBSYS_SECRET, "
             "template_id: 1, timeout: 5}\n", encoding="utf-8")
-        return {"E2E_SBSYS_SECRET": sbs.CLIENT_SECRET}
+        return {"E2E_SBSYS_SECRET": sbs.CLIENT_SECRET, "E2E_FORM_SECRET": FORM_SECRET}
     (tenant / "esdh.yaml").write_text(
         f"getorganized: {{base_url: '{server.url}', username: {gos.USERNAME}, "
         "password_env: E2E_GO_PASSWORD, timeout: 5}\n", encoding="utf-8")
-    return {"E2E_GO_PASSWORD": gos.PASSWORD}
+    return {"E2E_GO_PASSWORD": gos.PASSWORD, "E2E_FORM_SECRET": FORM_SECRET}
 
 
 def _filed(server: Server) -> Counter[str]:
@@ -123,10 +141,10 @@ async def _all_terminal(procs: Processes, db_url: str, expected: int) -> bool:
 
 
 async def _settled(procs: Processes, db_url: str, smtp: SmtpServer,
-                   messages: list[DemoMessage]) -> list[Any]:
-    await async_wait_for(lambda: _all_terminal(procs, db_url, len(messages)), timeout=90,
-                         interval=0.5)
-    due = sum(m.receipt for m in messages)
+                   messages: list[DemoMessage], forms: int) -> list[Any]:
+    await async_wait_for(lambda: _all_terminal(procs, db_url, len(messages) + forms),
+                         timeout=90, interval=0.5)
+    due = sum(m.receipt for m in messages) + forms
     await async_wait_for(lambda: _true(sum(_receipts(smtp).values()) >= due), timeout=30)
     return await _items(db_url)
 
@@ -135,19 +153,20 @@ async def _true(value: bool) -> bool:
     return value
 
 
-def _check(items: list[Any], messages: list[DemoMessage], server: Server,
+def _check(items: list[Any], messages: list[DemoMessage], forms: int, server: Server,
            smtp: SmtpServer) -> list[Any]:
     """Each item as expected, each receipt once, each journalised item one document."""
     by_subject = Counter((_subject(m), m.expect_state, m.expect_unit) for m in messages)
+    by_subject[FORM_EXPECTED] += forms
     got = Counter((i.subject, i.state, i.unit if i.state == "done" else None) for i in items)
     assert got == by_subject, (got, by_subject)
     receipts = _receipts(smtp)
     assert set(receipts.values()) == {1}, receipts.most_common(3)
-    assert len(receipts) == sum(m.receipt for m in messages)
+    assert len(receipts) == sum(m.receipt for m in messages) + forms
     journalised = [i for i in items if i.case_number and i.state == "done"]
     # vej-park routes without journalising; everything else that is done has a case
-    assert len(journalised) == sum(m.expect_state == "done" and m.expect_unit != "vej-park"
-                                   for m in messages)
+    assert len(journalised) == forms + sum(
+        m.expect_state == "done" and m.expect_unit != "vej-park" for m in messages)
     filed = _filed(server)
     assert filed == Counter({reference(i.id).removeprefix("PF-"): 1 for i in journalised}), (
         filed.most_common(3))
@@ -179,6 +198,17 @@ async def _found_in_audit(api_port: int, key: str, journalised: list[Any],
         assert r.status_code == 200 and r.json()["ok"], r.text
 
 
+async def _submit_form(api_port: int, n: int) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as api:
+        r = await api.post(f"/api/v1/forms/{FORM_ID}/submissions",
+                           headers={"Authorization": f"Bearer {FORM_SECRET}",
+                                    "Idempotency-Key": f"e2e-{n}"},
+                           json={"fields": {"navn": "Signe Bjerre", "email": "signe@example.org",
+                                            "adresse": f"Skovvej {n}",
+                                            "genstande": "sofa, reol"}})
+        assert r.status_code == 202, r.text
+
+
 async def _api_up(port: int) -> bool:
     try:
         async with httpx.AsyncClient() as api:
@@ -206,8 +236,9 @@ async def test_mail_is_journalised_once_through_the_esdh_even_when_it_fails(
         first = _batch(9)
         for m in first:
             dovecot.append(IMAP_USER, "INBOX", m.raw)
-        items = await _settled(procs, fresh_pg, smtp_server, first)
-        journalised = _check(items, first, server, smtp_server)
+        await _submit_form(api_port, 1)
+        items = await _settled(procs, fresh_pg, smtp_server, first, 1)
+        journalised = _check(items, first, 1, server, smtp_server)
         await _found_in_audit(api_port, key, journalised, server)
 
         # 2. Down while a second batch arrives; back after a while, losing two answers.
@@ -215,15 +246,17 @@ async def test_mail_is_journalised_once_through_the_esdh_even_when_it_fails(
         second = _batch(9)
         for m in second:
             dovecot.append(IMAP_USER, "INBOX", m.raw)
+        await _submit_form(api_port, 2)
+        await _submit_form(api_port, 2)  # sent again: the same item
         await async_wait_for(lambda: _true(DOWN - server.faults.down >= 8), timeout=60)
         await asyncio.sleep(2.0)
         assert all(i.state != "failed" for i in await _items(fresh_pg))
         with server.faults.lock:
             server.faults.down, server.faults.lose = 0, 2
-        items = await _settled(procs, fresh_pg, smtp_server, first + second)
+        items = await _settled(procs, fresh_pg, smtp_server, first + second, 2)
         await asyncio.sleep(1.0)  # a second receipt or document would arrive now
         assert server.faults.lose == 0  # two answers were lost, and their calls repeated
-        journalised = _check(await _items(fresh_pg), first + second, server, smtp_server)
+        journalised = _check(await _items(fresh_pg), first + second, 2, server, smtp_server)
         await _found_in_audit(api_port, key, journalised, server)
         assert imap_empty(dovecot)
     except BaseException:
