@@ -10,12 +10,13 @@ from types import ModuleType
 
 import structlog
 
+from shared.bus import Bus
 from shared.runtime import Runtime
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-WORKERS = ("ingest", "classifier", "router", "journal")
+WORKERS = ("ingest", "classifier", "router", "journal", "delivery")
 SERVICES = (*WORKERS, "api")
 
 
@@ -54,7 +55,7 @@ async def serve(settings: Settings, names: tuple[str, ...]) -> None:
         if workers:
             runtime.start_housekeeping(reconcile="ingest" in workers)
         if "api" in names:
-            api_task = asyncio.create_task(_serve_api(settings, stop))
+            api_task = asyncio.create_task(_serve_api(settings, stop, runtime.bus))
         log.info("services started", services=list(names), bus="memory"
                  if settings.in_process_bus else "rabbitmq")
         await stop.wait()
@@ -67,7 +68,7 @@ async def serve(settings: Settings, names: tuple[str, ...]) -> None:
         await runtime.stop()
 
 
-async def _serve_api(settings: Settings, stop: asyncio.Event) -> None:
+async def _serve_api(settings: Settings, stop: asyncio.Event, bus: Bus) -> None:
     import uvicorn
 
     from services.api import create_app
@@ -77,7 +78,7 @@ async def _serve_api(settings: Settings, stop: asyncio.Event) -> None:
         def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
             return contextlib.nullcontext()
 
-    server = _Server(uvicorn.Config(create_app(settings), host=settings.api_host,
+    server = _Server(uvicorn.Config(create_app(settings, bus=bus), host=settings.api_host,
                                     port=settings.api_port, log_config=None, access_log=False))
     task = asyncio.create_task(server.serve())
     await stop.wait()
