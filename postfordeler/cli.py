@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from postfordeler.commands import access
+from postfordeler.commands import access, deadletter
 from shared.settings import Settings
 
 app = typer.Typer(help="Postfordeler: distributes a municipality's mail, scans and forms.",
@@ -17,10 +17,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
-app.add_typer(access.app, name="apikey")
 __import__("postfordeler.commands.classifier").commands.classifier.register(app)
 app.command("extract")(__import__("postfordeler.commands.extract", fromlist=["x"]).extract)
 app.add_typer(access.app, name="apikey")
+app.add_typer(deadletter.app, name="deadletter")
 app.add_typer(__import__("postfordeler.commands.retention", fromlist=["x"]).app, name="retention")
 
 
