@@ -178,6 +178,13 @@ class ItemRouted(ItemEvent):
     kle: str | None = None
     receipt: bool = False
     reasons: tuple[str, ...] = ()
+    # From the routing rules: which rules fired (and the rule set version), a named receipt
+    # template, the title of a new case, and whether the item is to be treated as sensitive.
+    rules: tuple[str, ...] = ()
+    rule_version: int | None = None
+    receipt_template: str | None = None
+    case_title: str | None = None
+    sensitive: bool = False
 
 
 class ItemJournalised(ItemEvent):

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     tenant_dir: Path = DEMO_TENANT_DIR
     model_dir: Path | None = Field(
         None, description="Routing model directory (postfordeler train); none: rules only.")
+    rules_refresh: float = Field(
+        5.0, description="Seconds the router keeps the active rule set before checking the "
+                         "database for a newer version (0: check on every item).")
+    rule_regex_timeout: float = Field(
+        0.05, description="Seconds a rule's regular expression may run on one item.")
 
     # SMTP for receipts. No host: receipts are written as .eml files to outbox_dir instead.
     smtp_host: str | None = None

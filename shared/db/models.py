@@ -340,3 +340,18 @@ class AlertState(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column()
     last_value: Mapped[int] = mapped_column(Integer, default=0)
     checked_at: Mapped[datetime | None] = mapped_column()
+
+
+class RuleVersion(Base):
+    """One version of the routing rule set, kept forever: the newest is the active one. Every
+    change (an import, a rule saved, enabled or disabled) writes the whole set as a new
+    version with who made it and why, so history and diffs need nothing else."""
+
+    __tablename__ = "rule_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -24,7 +24,8 @@ def test_plate_routes_to_parking_and_explains_why() -> None:
     d = route("Afgift", "Min bil AB 12 345 fik en afgift")
     assert (d.outcome, d.unit, d.journal) == (RouteOutcome.ROUTED, "parkering",
                                               JournalAction.NEW_CASE)
-    assert d.reasons == ("rule 'Nummerplade eller parkering' matched licence plate AB12345",)
+    assert d.reasons == ("parkering: rule 'Nummerplade eller parkering' matched plate AB12345",)
+    assert d.fired == ("Nummerplade eller parkering",)
 
 
 def test_known_case_goes_to_its_owner_and_is_journalised_there() -> None:
