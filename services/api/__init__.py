@@ -31,7 +31,7 @@ from . import auth, clerk, deadletters, forms, mailboxes
 from .audit import router as audit_router
 from .deps import ANONYMOUS, Principal, current_principal, require
 from .routes import router
-from .schemas import Health
+from .schemas import REFUSALS, Health
 
 log = structlog.get_logger(__name__)
 
@@ -76,12 +76,14 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
                               "/api route needs `Authorization: Bearer <API key or OIDC token>`.")
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(audit_router,  # audit entries, CSV, CPR query, receipt status
+                       responses=REFUSALS)
     app.include_router(clerk.router)
     app.include_router(auth.router)
     app.include_router(deadletters.router)
-    app.include_router(audit_router)  # audit entries, CSV, CPR query, receipt status
     app.include_router(mailboxes.router)  # /health/mailboxes
-    app.include_router(forms.router)  # /api/v1/forms/{form_id}/submissions
+    app.include_router(forms.router,  # /api/v1/forms/{form_id}/submissions
+                       responses=REFUSALS)
 
     @app.get("/health/live", response_model=Health)
     async def live() -> Health:
@@ -94,7 +96,9 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {
+        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        "description": "Prometheus text exposition format."}})
     async def metrics(request: Request) -> Response:
         async with request.app.state.sessions() as s:
             rows = (await s.execute(select(Item.state, func.count()).group_by(Item.state))).all()

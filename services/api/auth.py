@@ -28,7 +28,14 @@ from shared.errors import InvalidInput
 from shared.settings import Settings
 
 from .deps import Administrator, Principal, Session, current_principal
-from .schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Problem
+from .schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    ClerkKeyCreate,
+    FormClientKeyCreate,
+    Problem,
+)
 
 log = structlog.get_logger(__name__)
 ROLE_NAMES = frozenset(r.value for r in Role)
@@ -117,15 +124,17 @@ router = APIRouter(prefix="/api/v1/apikeys", tags=["access"],
              responses={400: {"model": Problem}})
 async def create_api_key(body: ApiKeyCreate, s: Session, admin: Administrator) -> ApiKeyCreated:
     """Issue a key. The key is in this answer only; Postfordeler keeps a hash of it."""
+    units = body.units if isinstance(body, ClerkKeyCreate) else []
+    forms = body.forms if isinstance(body, FormClientKeyCreate) else []
     try:
-        issued = await create_key(s, name=body.name, role=body.role, units=body.units,
-                                  forms=body.forms)
+        issued = await create_key(s, name=body.name, role=Role(body.role), units=units,
+                                  forms=forms)
     except InvalidInput as exc:
         raise HTTPException(400, str(exc)) from None
     await audit.append(s, action="apikey_created", actor=admin.name,
                        details={"key_id": str(issued.id), "prefix": issued.prefix,
-                                "name": body.name, "role": body.role.value,
-                                "units": sorted(body.units), "forms": sorted(body.forms)})
+                                "name": body.name, "role": Role(body.role).value,
+                                "units": sorted(units), "forms": sorted(forms)})
     await s.commit()
     row = await s.get(ApiKey, issued.id)
     assert row is not None

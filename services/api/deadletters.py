@@ -19,11 +19,12 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from shared import audit
 from shared.bus import Bus
 from shared.contracts import TOPICS
 from shared.settings import Settings
 
-from .deps import Administrator, current_principal
+from .deps import Administrator, Session, current_principal
 from .schemas import DeadLetterDetail, DeadLetterList, DeadLetterOut, Problem, ReplayResult
 
 # Every consumer queue the services declare (journal-esdh and journal-receipts subscribe
@@ -265,11 +266,15 @@ async def show_dead_letter(consumer: str, message_id: str, request: Request,
 
 @router.post("/{consumer}/replay", response_model=ReplayResult,
              responses={404: {"model": Problem}})
-async def replay_dead_letters(consumer: str, request: Request, _: Administrator,
+async def replay_dead_letters(consumer: str, request: Request, s: Session,
+                              admin: Administrator,
                               message_id: list[str] | None = Query(None)) -> ReplayResult:
     """Replay the named dead letters (`message_id`, repeatable), or all of the consumer's."""
     name = _consumer(request, consumer)[0]
     replayed = await _store(request).replay(name, set(message_id) if message_id else None)
+    await audit.append(s, action="deadletter_replayed", actor=admin.name, details={
+        "consumer": name, "message_ids": sorted(message_id or []), "replayed": replayed})
+    await s.commit()
     if message_id and not replayed:
         raise HTTPException(404, "dead letter not found")
     return ReplayResult(replayed=replayed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -136,11 +136,36 @@ class Problem(BaseModel):
     detail: str
 
 
-class ApiKeyCreate(BaseModel):
+# Every /api operation can refuse the caller (documented on each router).
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No valid credentials."},
+    403: {"model": Problem, "description": "Not allowed for this role or scope."}}
+
+
+class _KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=128, description="Clerk initials or system.")
-    role: Role
-    units: list[str] = Field([], description="Units a clerk key is scoped to.")
-    forms: list[str] = Field([], description="Forms a form-client key may submit.")
+
+
+class ClerkKeyCreate(_KeyCreate):
+    role: Literal[Role.CLERK]
+    units: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, description="The units the clerk works in.")
+
+
+class FormClientKeyCreate(_KeyCreate):
+    role: Literal[Role.FORM_CLIENT]
+    forms: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, description="The forms the client may submit.")
+
+
+class StaffKeyCreate(_KeyCreate):
+    role: Literal[Role.ADMINISTRATOR, Role.AUDITOR]
+
+
+ApiKeyCreate = Annotated[ClerkKeyCreate | FormClientKeyCreate | StaffKeyCreate,
+                         Field(discriminator="role")]
 
 
 class ApiKeyOut(_Out):

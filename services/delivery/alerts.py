@@ -89,15 +89,15 @@ class Monitor:
             if not self._due(row, now):
                 return None
             failed = (await uow.session.execute(
-                select(Item.id, Item.mailbox, Item.failure_reason).where(
+                select(Item.id, Item.mailbox, Item.failure_reason, Item.updated_at).where(
                     Item.state == "failed", Item.updated_at > since)
                 .order_by(Item.updated_at).limit(51))).all()
             if not failed:
                 return None
-            row.checked_at = now
+            row.checked_at = max(_aware(f.updated_at) for f in failed)  # the watermark
             await uow.commit()
         lines = [f"{item_id}  mailbox {mailbox}: {(reason or '')[:200]}"
-                 for item_id, mailbox, reason in failed[:50]]
+                 for item_id, mailbox, reason, _ in failed[:50]]
         more = ["... and more"] if len(failed) > 50 else []
         return Alert("item_failed", f"{min(len(failed), 50)}{'+' if more else ''} item(s) "
                      "failed", (*lines, *more))
