@@ -9,7 +9,8 @@ after the item is committed, `/messages/{id}/move` to the processed or failed fo
 Refs are immutable ids (`Prefer: IdType="ImmutableId"`), so a ref stays the same while the
 message waits and after it moves. Throttling (429, and 503 when busy) is honoured by waiting
 for Retry-After. Delta only reports changes, so messages seen but not yet taken in are kept in
-`_pending` until they are moved; a new adapter (after an error) starts with a full round.
+`_pending` until they are moved; the delta link is saved (see `syncstate`) once every message
+it covered has been moved, so a restart resumes with an incremental round.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.errors import ConfigurationError, TransientError
 from shared.tenant import MailboxConfig, OAuth2Config
 
 from .oauth import TokenSource
+from .syncstate import SyncCursor, SyncStore
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +37,8 @@ WELL_KNOWN = {"inbox": "inbox", "": "msgfolderroot"}
 
 
 class GraphMailbox:
-    def __init__(self, config: MailboxConfig, *, timeout: float = 60.0) -> None:
+    def __init__(self, config: MailboxConfig, *, timeout: float = 60.0,
+                 sync: SyncStore | None = None) -> None:
         if not config.address:
             raise ConfigurationError(f"mailbox {config.name}: graph needs the address (user)")
         self.config = config
@@ -48,7 +51,8 @@ class GraphMailbox:
         self._base = f"{config.graph_url.rstrip('/')}/users/{quote(config.address)}"
         self._folders: dict[str, str] = {}
         self._folder_lock = asyncio.Lock()  # concurrent moves must not create a folder twice
-        self._delta_link: str | None = None
+        self._cursor = SyncCursor(sync, config.name, f"graph:{config.graph_url}:"
+                                                     f"{config.address.lower()}:{config.folder}")
         self._pending: dict[str, str] = {}  # message id -> receivedDateTime
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -114,14 +118,16 @@ class GraphMailbox:
         inbox = await self._folder_id(self.config.folder)
         for folder in (self.config.processed_folder, self.config.failed_folder):
             await self._folder_id(folder)  # created before the first message needs it
-        url = self._delta_link or (f"{self._base}/mailFolders/{inbox}/messages/delta"
-                                   "?$select=id,receivedDateTime,internetMessageId")
+        await self._cursor.load()
+        await self._cursor.settle(bool(self._pending))  # last round's messages all moved
+        url = self._cursor.state or (f"{self._base}/mailFolders/{inbox}/messages/delta"
+                                     "?$select=id,receivedDateTime,internetMessageId")
         while True:
             response = await self._request("GET", url)
-            if response.status_code == 410 and self._delta_link:
+            if response.status_code == 410 and self._cursor.state:
                 # the sync state expired: start over with a full round
                 log.info("graph delta state expired", mailbox=self.name)
-                self._delta_link, self._pending = None, {}
+                self._cursor.state, self._pending = None, {}
                 return await self.list_new()
             if response.status_code >= 400:
                 raise _error(response)
@@ -134,8 +140,9 @@ class GraphMailbox:
             if next_link := page.get("@odata.nextLink"):
                 url = next_link
                 continue
-            self._delta_link = page.get("@odata.deltaLink")
+            self._cursor.state = page.get("@odata.deltaLink")
             break
+        await self._cursor.settle(bool(self._pending))
         return sorted(self._pending, key=lambda ref: (self._pending[ref], ref))
 
     async def fetch(self, ref: str) -> bytes:
@@ -152,6 +159,7 @@ class GraphMailbox:
         await self._json("POST", f"{self._base}/messages/{quote(ref)}/move",
                          json={"destinationId": target})
         self._pending.pop(ref, None)
+        await self._cursor.settle(bool(self._pending))
 
     async def mark_processed(self, ref: str) -> None:
         await self._move(ref, self.config.processed_folder)

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from shared.errors import ConfigurationError, TransientError
+from shared.errors import TransientError
 from shared.tenant import MailboxConfig
 
 from .oauth import TokenSource
 
 if TYPE_CHECKING:
     from imapclient import IMAPClient
+
+    from .syncstate import SyncStore
 
 log = structlog.get_logger(__name__)
 
@@ -49,17 +51,20 @@ class Mailbox(Protocol):
     async def close(self) -> None: ...
 
 
-def open_mailbox(config: MailboxConfig, data_dir: Path) -> Mailbox:
+def open_mailbox(config: MailboxConfig, data_dir: Path,
+                 sync: SyncStore | None = None) -> Mailbox:
+    """`sync` keeps incremental sync states (EWS, Graph) across restarts; without it they
+    live as long as the adapter."""
     if config.kind == "maildir":
         return MaildirMailbox(config, data_dir)
     if config.kind == "graph":
         from .graph import GraphMailbox
 
-        return GraphMailbox(config)
+        return GraphMailbox(config, sync=sync)
     if config.kind == "ews":
-        # Not built yet (Exchange on premises through exchangelib): say so where it shows,
-        # in the mailbox's status, rather than fail on an import.
-        raise ConfigurationError(f"mailbox {config.name}: kind 'ews' is not supported yet")
+        from .ews import EwsMailbox
+
+        return EwsMailbox(config, sync)
     return ImapMailbox(config)
 
 

@@ -39,6 +39,7 @@ from shared.tenant import MailboxConfig
 
 from . import loops, mime
 from .mailboxes import Mailbox, open_mailbox
+from .syncstate import DbSyncStore
 
 log = structlog.get_logger(__name__)
 PRODUCER = "ingest"
@@ -89,7 +90,7 @@ async def poll_once(runtime: Runtime) -> PollReport:
 async def _poll_config(runtime: Runtime, config: MailboxConfig) -> PollReport:
     report = PollReport()
     try:
-        mailbox = open_mailbox(config, runtime.settings.data_dir)
+        mailbox = open_mailbox(config, runtime.settings.data_dir, DbSyncStore(runtime.uow))
     except Exception as exc:
         await _mailbox_down(runtime, config, exc, report, 1, 0.0)
         return report
@@ -159,7 +160,8 @@ async def run_mailbox(runtime: Runtime, config: MailboxConfig) -> None:
         while True:
             report = PollReport()
             try:
-                mailbox = mailbox or open_mailbox(config, runtime.settings.data_dir)
+                mailbox = mailbox or open_mailbox(config, runtime.settings.data_dir,
+                                                  DbSyncStore(runtime.uow))
                 await poll_mailbox(runtime, mailbox, report)
                 if failures or time.monotonic() - reported > STATUS_EVERY:
                     await _mailbox_up(runtime, config)

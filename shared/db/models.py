@@ -120,6 +120,20 @@ class MailboxStatus(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column()
 
 
+class MailboxSync(Base):
+    """Where the last incremental sync of a mailbox ended (EWS SyncState, Graph delta link),
+    saved only when every message it covered has been moved out, so a restart resumes
+    without losing one. `scope` names what the state belongs to (address and folder); a state
+    of another scope, or none, means a full sync, which lists what is still in the folder."""
+
+    __tablename__ = "mailbox_sync"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class InboxEntry(Base):
     """Messages a consumer has processed; written in the same transaction as the effect."""
 

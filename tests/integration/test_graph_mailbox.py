@@ -86,8 +86,8 @@ async def test_incremental_rounds_and_throttling(graph: GraphServer, sqlite_url:
         assert await adapter.list_new() == []
         # an expired delta link (410) means a full round
         graph.pages.clear()
-        adapter._delta_link = adapter._delta_link.replace("deltatoken=", "deltatoken=x") \
-            if adapter._delta_link else None
+        link = adapter._cursor.state
+        adapter._cursor.state = link.replace("deltatoken=", "deltatoken=x") if link else None
         third = graph.deliver(USER, mail("Tredje"))
         assert await adapter.list_new() == [third]
     finally:
