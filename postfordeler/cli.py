@@ -22,6 +22,7 @@ app.command("extract")(__import__("postfordeler.commands.extract", fromlist=["x"
 app.add_typer(access.app, name="apikey")
 app.add_typer(deadletter.app, name="deadletter")
 app.add_typer(__import__("postfordeler.commands.retention", fromlist=["x"]).app, name="retention")
+app.add_typer(__import__("postfordeler.commands.rules", fromlist=["x"]).app, name="rules")
 
 
 def _settings(**overrides: object) -> Settings:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -102,31 +103,71 @@ async def item_facts(session: AsyncSession, blobs: BlobStore | None, item: Item,
                  subject=item.subject or "", text=text)
 
 
-def labelled_facts(line: Mapping[str, Any]) -> Facts:
-    """Facts for one item of a labelled file (the Eksempelby item format). What needs no
-    classifier is derived here: sender, domain, mailbox, channel, form, text, and keyword stems
-    (the normalisation rule keywords are matched with). Plates, CPR, CVR, case and KLE numbers
-    and the model's prediction come from the line's optional `entities` and `prediction`
-    (`postfordeler rules simulate` fills them in with the classifier)."""
-    sender = str((line.get("from") or {}).get("address") or "").lower()
-    form = line.get("form") or {}
-    body = "\n".join([str(line.get("body") or ""), *(str(a.get("text") or "") for a in
-                                                      line.get("attachments") or ())])
-    subject = str(line.get("subject") or "")
-    given = tuple(Entity.model_validate(e) for e in line.get("entities") or ())
-    found: list[Entity] = list(given)
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LabelledSender(_Loose):
+    name: str | None = None
+    address: str | None = None
+
+
+class LabelledAttachment(_Loose):
+    filename: str | None = None
+    text: str | None = Field(None, max_length=1_000_000)
+
+
+class LabelledForm(_Loose):
+    form_id: str | None = None
+
+
+class LabelledLabel(_Loose):
+    unit: str | None = None
+
+
+class LabelledPrediction(_Loose):
+    label: str
+    probability: float = Field(0.0, ge=0.0, le=1.0)
+    abstain: bool = False
+
+
+class LabelledItem(_Loose):
+    """One item of a labelled file (the Eksempelby item format; unknown fields ignored), with
+    optional `entities` and `prediction` as the classifier would give them."""
+
+    id: str | int | None = None
+    channel: str = "email"
+    mailbox: str = ""
+    sender: LabelledSender | None = Field(None, alias="from")
+    subject: str | None = Field(None, max_length=10_000)
+    body: str | None = Field(None, max_length=1_000_000)
+    attachments: list[LabelledAttachment] = Field(default_factory=list, max_length=100)
+    form: LabelledForm | None = None
+    label: LabelledLabel | None = None
+    entities: list[Entity] = Field(default_factory=list, max_length=5000)
+    prediction: LabelledPrediction | None = None
+
+
+def labelled_facts(line: LabelledItem) -> Facts:
+    """Facts for one labelled item. What needs no classifier is derived here: sender, domain,
+    mailbox, channel, form, text, and keyword stems (the normalisation rule keywords are
+    matched with). Plates, CPR, CVR, case and KLE numbers and the model's prediction come from
+    the line's `entities` and `prediction` (`postfordeler rules simulate` fills them in with
+    the classifier)."""
+    sender = ((line.sender.address if line.sender else None) or "").lower()
+    body = "\n".join([line.body or "", *(a.text or "" for a in line.attachments)])
+    subject = line.subject or ""
+    found: list[Entity] = list(line.entities)
     if "@" in sender:
         found.append(Entity(kind="sender_domain", value=sender.rsplit("@", 1)[1]))
-    if form.get("form_id"):
-        found.append(Entity(kind="form", value=str(form["form_id"]), source="form"))
-    if not any(e.kind == "keyword" for e in given):
+    if line.form is not None and line.form.form_id:
+        found.append(Entity(kind="form", value=line.form.form_id, source="form"))
+    if not any(e.kind == "keyword" for e in line.entities):
         found += (Entity(kind="keyword", value=k) for k in sorted(keywords(f"{subject}\n{body}")))
-    p = line.get("prediction")
-    prediction = (Prediction(str(p["label"]), float(p.get("probability", 0.0)),
-                             bool(p.get("abstain", False))) if isinstance(p, dict) else None)
-    return Facts(tuple(found), mailbox=str(line.get("mailbox") or ""),
-                 channel=str(line.get("channel") or "email"), prediction=prediction,
-                 sender=sender, subject=subject, text=body)
+    p = line.prediction
+    prediction = Prediction(p.label, p.probability, p.abstain) if p is not None else None
+    return Facts(tuple(found), mailbox=line.mailbox, channel=line.channel,
+                 prediction=prediction, sender=sender, subject=subject, text=body)
 
 
 def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
@@ -169,7 +210,7 @@ async def replay_recent(session: AsyncSession, blobs: BlobStore | None, proposed
     return out, skipped
 
 
-def replay_labelled(lines: Iterable[Mapping[str, Any]], current: RuleSet, proposed: RuleSet,
+def replay_labelled(lines: Iterable[LabelledItem], current: RuleSet, proposed: RuleSet,
                     org: Organisation) -> list[Replayed]:
     """Each labelled item under the current and the proposed rule set."""
     out = []
@@ -177,9 +218,9 @@ def replay_labelled(lines: Iterable[Mapping[str, Any]], current: RuleSet, propos
         facts = labelled_facts(line)
         old = org.decide(current, facts).summary()
         new = org.decide(proposed, facts).summary()
-        label = (line.get("label") or {}).get("unit")
-        out.append(Replayed(str(line.get("id") or i), old, new, tuple(changes(old, new)),
-                            str(label) if label else None))
+        label = line.label.unit if line.label is not None else None
+        out.append(Replayed(str(line.id if line.id is not None else i), old, new,
+                            tuple(changes(old, new)), label))
     return out
 
 
