@@ -110,3 +110,45 @@ async def test_wrong_secret_reports_the_mailbox_down(graph: GraphServer, sqlite_
         assert "invalid_client" in report.errors[name]
     finally:
         await runtime.stop()
+
+
+async def test_delta_link_survives_a_restart(graph: GraphServer, sqlite_url: str,
+                                             tmp_path: Path) -> None:
+    """The delta link is saved in mailbox_sync once its messages are moved; a new adapter
+    (a restarted process) resumes from it instead of a full round."""
+    from services.ingest.syncstate import DbSyncStore
+    from shared.db.models import MailboxSync
+
+    name = f"graph-{uuid.uuid4().hex[:8]}"
+    runtime = make_runtime(tmp_path, sqlite_url, [graph_config(graph, name)])
+    await runtime.start()
+    config = runtime.tenant.mailboxes[0]
+    try:
+        first = GraphMailbox(config, sync=DbSyncStore(runtime.uow))
+        try:
+            one = graph.deliver(USER, mail("Før genstart"))
+            assert await first.list_new() == [one]
+            await first.mark_processed(one)
+        finally:
+            await first.close()
+        async with runtime.uow() as uow:
+            row = await uow.session.get(MailboxSync, name)
+            assert row is not None and row.state and "deltatoken=" in row.state
+            saved = row.state
+        two = graph.deliver(USER, mail("Efter genstart"))
+        second = GraphMailbox(config, sync=DbSyncStore(runtime.uow))
+        urls: list[str] = []
+        request = second._request
+
+        async def recording(method: str, url: str, **kwargs: Any) -> Any:
+            urls.append(url)
+            return await request(method, url, **kwargs)
+
+        second._request = recording  # type: ignore[method-assign]
+        try:
+            assert await second.list_new() == [two]
+            assert saved in urls  # resumed, not a full round
+        finally:
+            await second.close()
+    finally:
+        await runtime.stop()
