@@ -119,7 +119,7 @@ def api_port() -> int:
     return free_port()
 
 
-CONSUMERS = ("extractor", "classifier", "router", "journal", "journal-receipts")
+CONSUMERS = ("extractor", "classifier", "router", "journal", "journal-receipts", "delivery")
 
 
 async def remove_topology(env: dict[str, str]) -> None:

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from postfordeler.demo.mailbox import DemoMessage, demo_messages
+from shared.auth import Role, create_key
 from shared.contracts import TERMINAL_STATES
-from shared.db import create_engine, migrate
+from shared.db import create_engine, migrate, session_factory
 from shared.db.models import EsdhDocument, Item, SourceMessage
 from tests.conftest import async_wait_for
 from tests.e2e.conftest import IMAP_USER, Processes, remove_topology, service_env
@@ -97,17 +98,29 @@ async def _assert_outcomes(engine, messages: list[DemoMessage], smtp: SmtpServer
             m.note, it.decision, it.failure_reason)
     # Receipts: one per item that should have one, none twice. They are sent by their own
     # consumer, so the last ones may still be on their way when the items are done.
+    # Forwards to the units' mailboxes (delivery): one per item routed to a unit.
     expected_receipts = sum(m.receipt for m in messages)
-    await async_wait_for(lambda: _true(len(smtp.raw_messages()) >= expected_receipts), timeout=60)
+    expected_forwards = sum(it.state == "done" for it in items)
+
+    def sent(prefix: str) -> Counter[str | None]:
+        return Counter(i for i in map(_msgid, smtp.raw_messages()) if i and i.startswith(prefix))
+    await async_wait_for(lambda: _true(sum(sent("receipt-").values()) >= expected_receipts
+                                       and sum(sent("delivery-").values()) >= expected_forwards),
+                         timeout=60)
     await asyncio.sleep(1.0)  # a duplicate would arrive now
-    receipt_ids = Counter(_msgid(raw) for raw in smtp.raw_messages())
-    assert all(n == 1 for n in receipt_ids.values()), receipt_ids.most_common(3)
-    assert len(receipt_ids) == expected_receipts
+    for prefix, expected in (("receipt-", expected_receipts), ("delivery-", expected_forwards)):
+        ids = sent(prefix)
+        assert all(n == 1 for n in ids.values()), ids.most_common(3)
+        assert len(ids) == expected, (prefix, len(ids), expected)
     # Journalised exactly once each, and findable through the audit API.
     assert len(documents) == len(set(documents))
     journalised = [it for it in items if it.case_number]
     assert journalised, "no item was journalised"
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as api:
+    async with session_factory(engine)() as s:  # the API wants credentials: an auditor's key
+        key = await create_key(s, name="e2e", role=Role.AUDITOR)
+        await s.commit()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}",
+                                 headers={"Authorization": f"Bearer {key.key}"}) as api:
         await async_wait_for(lambda: _api_up(api), timeout=30)
         for it in journalised[:10]:
             async def found(it=it) -> bool:  # type: ignore[no-untyped-def]
@@ -150,7 +163,7 @@ async def test_separate_processes_on_rabbitmq_and_postgres(
                       smtp_port=smtp_server.port, api_port=api_port)
     procs = Processes(env, tmp_path)
     try:
-        for name in ("journal", "router", "classifier", "api"):
+        for name in ("journal", "delivery", "router", "classifier", "api"):
             procs.start(name)
         await asyncio.sleep(3)  # let the consumers declare their queues
         procs.start("ingest")
