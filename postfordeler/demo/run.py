@@ -49,8 +49,10 @@ async def run_demo(data_dir: Path, timeout: float) -> int:
     finally:
         await runtime.stop()
     console.print(f"Receipts were written to {settings.outbox_path} (no SMTP server configured).")
-    console.print("Explore: POSTFORDELER_DATA_DIR=var/demo postfordeler run all, then "
-                  "http://127.0.0.1:8080/api/v1/items")
+    console.print("Explore: POSTFORDELER_DATA_DIR=var/demo postfordeler run all, make a key with "
+                  "POSTFORDELER_DATA_DIR=var/demo postfordeler apikey create --role auditor "
+                  "--name demo, then GET http://127.0.0.1:8080/api/v1/items with "
+                  "'Authorization: Bearer <key>'")
     return 0 if done else 1
 
 

@@ -17,8 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, select, text
 
-from shared import audit
-from shared.audit import VerifyResult
+from shared.audit import VerifyResult, verify
 from shared.blobs import FileBlobStore
 from shared.bus import Bus, RetryPolicy, make_bus
 from shared.contracts import ItemEvent, ItemState
@@ -161,7 +160,8 @@ async def verify_audit(settings: Settings) -> VerifyResult:
     engine = create_engine(settings.db_url)
     try:
         async with session_factory(engine)() as s:
-            return await audit.verify(s)
+            # the name `audit` in this package is the services.api.audit submodule
+            return await verify(s)
     finally:
         await engine.dispose()
 
