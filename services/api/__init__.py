@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(deadletters.router)
     app.include_router(mailboxes.router)  # /health/mailboxes
+    app.include_router(__import__("services.api.rules", fromlist=["x"]).router)  # /api/v1/rules
     app.include_router(forms.router,  # /api/v1/forms/{form_id}/submissions
                        responses=REFUSALS)
 
