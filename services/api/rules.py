@@ -9,10 +9,10 @@ seconds. An invalid rule answers 422 naming the field. Only administrators get h
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -31,12 +31,12 @@ from shared.rules.store import StaleVersion
 
 from .deps import Administrator, Session, current_principal
 from .routes import blobs, sensitive_units, tenant
-from .schemas import Problem
+from .schemas import Problem, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"],
                    dependencies=[Depends(current_principal)],
                    responses={401: {"model": Problem}, 403: {"model": Problem}})
-BaseVersion = Annotated[int | None, Query(
+BaseVersion = Annotated[int | None, Query(ge=0, le=2**31 - 1,
     description="The version the change is based on: 409 if the rule set moved on since.")]
 MAX_UPLOAD = 20 * 1024 * 1024
 
@@ -46,7 +46,7 @@ class RuleSetOut(BaseModel):
                                             "tenant's rules.yaml is in force.")
     source: str
     author: str | None = None
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     ruleset: RuleSet
 
 
@@ -68,7 +68,7 @@ class VersionOut(BaseModel):
     version: int
     author: str
     comment: str
-    created_at: datetime
+    created_at: UtcDatetime
     changes: list[ChangeOut]
 
 
@@ -186,7 +186,8 @@ async def rules_history(s: Session, _: Administrator,
 
 @router.get("/versions/{version}", response_model=RuleSetOut,
             responses={404: {"model": Problem}})
-async def get_version(version: int, s: Session, _: Administrator) -> RuleSetOut:
+async def get_version(version: Annotated[int, FastPath(ge=1, le=2**31 - 1)], s: Session,
+                      _: Administrator) -> RuleSetOut:
     row = await store.get(s, version)
     if row is None:
         raise HTTPException(404, "no such version")
