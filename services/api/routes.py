@@ -39,7 +39,8 @@ from .schemas import (
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(current_principal)],
                    responses={401: {"model": Problem}, 403: {"model": Problem}})
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+# Bounded: the databases take 64-bit integers, and paging that deep means a narrower filter.
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 NOT_FOUND = "item not found"
 
 
