@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, select, text
@@ -28,7 +28,7 @@ from shared.tenant import Tenant
 
 from . import auth, clerk, deadletters, forms, mailboxes
 from .audit import router as audit_router
-from .deps import ANONYMOUS, Principal, current_principal, require
+from .deps import ANONYMOUS, Principal, Role, current_principal, require
 from .routes import router
 from .schemas import REFUSALS, Health
 
@@ -75,8 +75,9 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
                               "/api route needs `Authorization: Bearer <API key or OIDC token>`.")
     app.state.settings = settings
     app.include_router(router)
+    # The audit log spans every unit, sensitive ones included: auditors only.
     app.include_router(audit_router,  # audit entries, CSV, CPR query, receipt status
-                       responses=REFUSALS)
+                       responses=REFUSALS, dependencies=[Depends(require(Role.AUDITOR))])
     app.include_router(clerk.router)
     app.include_router(auth.router)
     app.include_router(deadletters.router)

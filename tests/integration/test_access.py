@@ -169,9 +169,18 @@ async def test_each_role_is_refused_what_it_must_not_do(api: Api) -> None:
         assert r.status_code == 403, (method, path)
         assert r.json() == {"detail": "forbidden"}
 
+    # the audit log spans every unit: auditors only
+    audit_paths = ("/api/v1/audit/journal", "/api/v1/audit/verify", "/api/v1/audit/entries",
+                   "/api/v1/audit/entries.csv", f"/api/v1/items/{other}/receipt")
+    for headers in (clerk, form, admin):
+        for path in audit_paths:
+            r = await api.client.get(path, headers=headers)
+            assert r.status_code == 403 and SECRET_SUBJECT not in r.text, path
+
     # auditors read everything but change nothing
     assert (await api.client.get(f"/api/v1/items/{other}", headers=auditor)).status_code == 200
-    assert (await api.client.get("/api/v1/audit/journal", headers=auditor)).status_code == 200
+    for path in audit_paths[:4]:
+        assert (await api.client.get(path, headers=auditor)).status_code == 200, path
     for action in ("claim", "done", "release"):
         r = await api.client.post(f"/api/v1/items/{parking}/{action}", headers=auditor)
         assert r.status_code == 403, action

@@ -67,7 +67,7 @@ async def _entries(rt: Runtime) -> tuple[uuid.UUID, str]:
 
 async def test_filters_paging_and_csv(app: FastAPI, runtime: Runtime) -> None:
     item_id, sender = await _entries(runtime)
-    async with _client(app, {"reader"}) as api:
+    async with _client(app, {"auditor"}) as api:  # the audit log is for auditors only
         by_sender = (await api.get("/api/v1/audit/entries",
                                    params={"sender": sender.upper()})).json()
         assert by_sender["total"] == 3
