@@ -78,7 +78,7 @@ async def _page(s: AsyncSession, stmt: Select[Any], limit: int, offset: int
 
 @router.get("/audit/entries")
 async def entries(s: Session, stmt: Filters, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
     return await _page(s, stmt, limit, offset)
 
 
@@ -99,7 +99,7 @@ async def entries_csv(s: Session, stmt: Filters) -> Response:
 @router.get("/audit/cpr/{cpr}")
 async def by_cpr(cpr: str, s: Session, caller: Caller,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
     """Entries of the items and cases concerning a CPR number: auditors only, and audited."""
     if "auditor" not in caller.roles:
         raise HTTPException(403, "a CPR query is for auditors only")
