@@ -33,6 +33,11 @@ class Settings(BaseSettings):
                          "database for a newer version (0: check on every item).")
     rule_regex_timeout: float = Field(
         0.05, description="Seconds a rule's regular expression may run on one item.")
+    # The web interface (/ui): its session cookie is signed with this secret. Unset, each
+    # process makes a random one (sessions end on restart and are not shared by replicas).
+    ui_session_secret: SecretStr | None = None
+    ui_session_hours: float = Field(8.0, description="Hours a /ui sign-in lasts.")
+    ui_secure_cookie: bool = Field(False, description="Mark the /ui cookie Secure (HTTPS).")
 
     # SMTP for receipts. No host: receipts are written as .eml files to outbox_dir instead.
     smtp_host: str | None = None

@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
     app.include_router(__import__("services.api.rules", fromlist=["x"]).router)  # /api/v1/rules
     app.include_router(forms.router,  # /api/v1/forms/{form_id}/submissions
                        responses=REFUSALS)
+    __import__("services.api.ui", fromlist=["x"]).install(app)  # the web interface, /ui
 
     @app.get("/health/live", response_model=Health)
     async def live() -> Health:

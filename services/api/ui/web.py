@@ -1,0 +1,87 @@
+"""What every /ui page shares: the router, templates, the language, the signed-in principal
+and error pages.
+
+Pages call the API's own functions and dependencies (`require(...)` for roles, the items
+queries for unit scopes), so the interface can never show more than the API would. An
+HTTPException from them becomes an HTML page with the same status; no session becomes a
+redirect to the sign-in page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute, APIRouter
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..deps import Principal, require
+from . import session
+from .i18n import LANGUAGES, translate
+
+HERE = Path(__file__).parent
+env = Environment(loader=FileSystemLoader(HERE / "templates"),
+                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+LANG_COOKIE = "pf_lang"
+
+
+def lang(request: Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE, "da")
+    return chosen if chosen in LANGUAGES else "da"
+
+
+def render(request: Request, template: str, code: int = 200, *,
+           principal: Principal | None = None, **context: Any) -> HTMLResponse:
+    language = lang(request)
+    ui = session.current(request)
+    html = env.get_template(template).render(
+        request=request, lang=language, principal=principal,
+        csrf=ui.csrf if ui else "", path=request.url.path,
+        _=lambda text, **kw: translate(language, text, **kw), **context)
+    return HTMLResponse(html, status_code=code, headers={
+        "Cache-Control": "no-store", "X-Frame-Options": "DENY",
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                   "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
+
+
+def back(request: Request, url: str, notice: str = "") -> RedirectResponse:
+    """Post/redirect/get: a changing form answers with a redirect (and a notice to show)."""
+    if notice:
+        url += ("&" if "?" in url else "?") + "notice=" + quote(notice)
+    return RedirectResponse(url, status_code=303)
+
+
+class UiRoute(APIRoute):
+    """Renders refusals and errors as pages, and sends people without a session to sign in."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except session.LoginRequired:
+                target = quote(request.url.path + (f"?{request.url.query}"
+                                                   if request.url.query else ""))
+                return RedirectResponse(f"/ui/login?next={target}", status_code=303)
+            except HTTPException as exc:
+                return render(request, "error.html", exc.status_code,
+                              status=exc.status_code, detail=str(exc.detail))
+
+        return route
+
+
+router = APIRouter(prefix="/ui", route_class=UiRoute, include_in_schema=False)
+
+
+async def who(request: Request, s: AsyncSession, *roles: str) -> Principal:
+    """The signed-in principal, admitted by the API's own `require(*roles)` dependency."""
+    p = await session.principal(request, s)
+    admitted: Principal = await require(*roles)(p)
+    return admitted

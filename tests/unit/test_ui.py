@@ -1,0 +1,201 @@
+"""The web interface through the real application (ASGI, SQLite): sign-in and the signed
+cookie, CSRF, the same roles and unit scopes as the API (sensitive units too), the clerk's
+actions, rule validation next to the field, the dashboard and audit pages, and the message
+catalogue."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.api import create_app
+from services.api.ui import session as ui_session
+from services.api.ui.i18n import EN
+from services.api.ui.overview_pages import bars, outcome
+from shared.auth import Role, create_key
+from shared.db.models import Item
+from shared.settings import Settings
+from tests.integration.test_access import make_tenant
+from tests.integration.test_clerk import ClerkApi
+
+TEMPLATES = Path(__file__).parents[2] / "services" / "api" / "ui" / "templates"
+
+
+@pytest.fixture
+def settings(sqlite_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=sqlite_url,  # type: ignore[arg-type]
+                    amqp_url="memory://",  # type: ignore[arg-type]
+                    tenant_dir=make_tenant(tmp_path / "tenant"))
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[ClerkApi]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        helper = ClerkApi(client, settings)
+        helper.routed = []
+        yield helper
+        await helper.close()
+
+
+async def _key(api: ClerkApi, role: Role, units: tuple[str, ...] = (), name: str = "TBN") -> str:
+    async with api.uow() as uow:
+        issued = await create_key(uow.session, name=name, role=role, units=units)
+        await uow.commit()
+    return issued.key
+
+
+async def _browser(api: ClerkApi, key: str) -> tuple[httpx.AsyncClient, str]:
+    """A separate client (own cookie jar) signed in with `key`; returns it and its CSRF."""
+    client = httpx.AsyncClient(transport=api.client._transport, base_url="http://test")
+    r = await client.post("/ui/login", data={"key": key, "next": "/ui/items"})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/items"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower() and "Path=/ui" in cookie
+    page = await client.get("/ui/items")
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match
+    return client, match.group(1)
+
+
+async def test_sign_in_required_and_bad_keys_refused(api: ClerkApi) -> None:
+    r = await api.client.get("/ui/items?state=done")
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next=")
+    r = await api.client.post("/ui/login", data={"key": "pf_nope_" + "x" * 40})
+    assert r.status_code == 401 and 'aria-invalid="true"' in r.text
+    r = await api.client.get("/ui/login")
+    assert '<label for="key">' in r.text and 'lang="da"' in r.text
+    # A tampered cookie is no session.
+    client, _ = await _browser(api, await _key(api, Role.CLERK, ("affald",)))
+    value = client.cookies[ui_session.COOKIE]
+    client.cookies.set(ui_session.COOKIE, value[:-2] + ("AA" if value[-2:] != "AA" else "BB"),
+                       path="/ui")
+    assert (await client.get("/ui/items")).status_code == 303
+    await client.aclose()
+
+
+async def test_clerk_sees_own_unit_only_and_sensitive_refused(api: ClerkApi) -> None:
+    mine = await api.mail("affald", subject="Storskrald på vejen")
+    other = await api.mail("byggeri", subject="Byggetilladelse carport")
+    secret = await api.mail("jobcenter", subject="Fortroligt emne 4711")
+    client, _ = await _browser(api, await _key(api, Role.CLERK, ("affald",)))
+    page = (await client.get("/ui/items")).text
+    assert "Storskrald på vejen" in page and "carport" not in page and "4711" not in page
+    assert (await client.get(f"/ui/items/{mine}")).status_code == 200
+    for hidden in (other, secret):
+        r = await client.get(f"/ui/items/{hidden}")
+        assert r.status_code == 404 and "4711" not in r.text
+    assert (await client.get(f"/ui/items/{secret}/attachments/0")).status_code == 404
+    assert (await client.get("/ui/rules")).status_code == 403
+    assert (await client.get("/ui/audit")).status_code == 403
+    admin, _ = await _browser(api, await _key(api, Role.ADMINISTRATOR, name="ops"))
+    assert (await admin.get(f"/ui/items/{secret}")).status_code == 404  # sensitive
+    assert "carport" in (await admin.get("/ui/items")).text
+    await client.aclose()
+    await admin.aclose()
+
+
+async def test_claim_reroute_done_with_csrf(api: ClerkApi) -> None:
+    item_id = await api.mail("affald", subject="Forkert enhed")
+    client, csrf = await _browser(api, await _key(api, Role.CLERK, ("affald",)))
+    r = await client.post(f"/ui/items/{item_id}/claim", data={"csrf": "wrong"})
+    assert r.status_code == 403
+    r = await client.post(f"/ui/items/{item_id}/claim", data={"csrf": csrf})
+    assert r.status_code == 303
+    assert "TBN" in (await client.get(r.headers["location"])).text
+    item = await client.get(f"/ui/items/{item_id}")
+    assert "Hej, jeg har fået en afgift." in item.text and "afgift æøå.pdf" in item.text
+    pdf = await client.get(f"/ui/items/{item_id}/attachments/0")
+    assert pdf.content == b"%PDF-1.4 afgift"
+    r = await client.post(f"/ui/items/{item_id}/reroute/to",
+                          data={"csrf": csrf, "unit": "byggeri", "reason": "Om carport"})
+    assert r.status_code == 303
+    async with api.uow() as uow:
+        row = (await uow.session.execute(select(Item).where(Item.id == item_id))).scalar_one()
+        assert row.unit == "byggeri"
+    assert (await client.get(f"/ui/items/{item_id}")).status_code == 404  # not ours now
+    other, other_csrf = await _browser(api, await _key(api, Role.CLERK, ("byggeri",), "ALA"))
+    r = await other.post(f"/ui/items/{item_id}/done", data={"csrf": other_csrf})
+    assert r.status_code == 303
+    assert "ALA" in (await other.get(f"/ui/items/{item_id}")).text
+    # A CSRF token of one session is worthless in another.
+    assert (await other.post(f"/ui/items/{item_id}/release",
+                             data={"csrf": csrf})).status_code == 403
+    await client.aclose()
+    await other.aclose()
+
+
+async def test_rule_errors_next_to_the_field_and_dry_run(api: ClerkApi) -> None:
+    await api.mail("affald")
+    admin, csrf = await _browser(api, await _key(api, Role.ADMINISTRATOR, name="ops"))
+    r = await admin.post("/ui/rules/save", data={
+        "csrf": csrf, "name": "carport", "when": "keywords_any: [carport]",
+        "then": "route: ingen-enhed", "op": "save"})
+    assert r.status_code == 422
+    assert 'id="then-error"' in r.text and 'aria-describedby="then-error"' in r.text
+    r = await admin.post("/ui/rules/save", data={
+        "csrf": csrf, "name": "carport", "when": "keywords_any: [carport", "then": "route: x",
+        "op": "save"})
+    assert r.status_code == 422 and 'id="when-error"' in r.text
+    good = {"csrf": csrf, "name": "carport", "when": "keywords_any: [carport]",
+            "then": "route: byggeri", "priority": "5"}
+    r = await admin.post("/ui/rules/save", data={**good, "op": "dryrun"})
+    assert r.status_code == 200 and 'id="dry-summary"' in r.text
+    r = await admin.post("/ui/rules/save", data={**good, "op": "save"})
+    assert r.status_code == 303
+    rules = (await admin.get("/ui/rules")).text
+    assert 'data-rule="carport"' in rules
+    r = await admin.post("/ui/rules/toggle/carport", data={"csrf": csrf, "enabled": "true"})
+    assert r.status_code == 303
+    history = (await admin.get("/ui/rules/history?rule=carport")).text
+    assert "carport" in history and "<ins>" in history
+    await admin.aclose()
+
+
+async def test_dashboard_audit_and_csv(api: ClerkApi) -> None:
+    await api.mail("affald")
+    auditor, _ = await _browser(api, await _key(api, Role.AUDITOR, name="rev"))
+    dash = await auditor.get("/ui/")
+    assert dash.status_code == 200 and "<svg" in dash.text and "email: 1" in dash.text
+    audit = await auditor.get("/ui/audit?action=&date_from=&item_id=junk")
+    assert audit.status_code == 200 and 'id="chain" class="ok"' in audit.text
+    csv = await auditor.get("/ui/audit.csv?action=claimed")
+    assert csv.text.startswith("seq,at,action")
+    await auditor.aclose()
+
+
+async def test_english_and_catalogue_complete() -> None:
+    used = set()
+    for template in TEMPLATES.glob("*.html"):
+        used |= set(re.findall(r'_\("([^"]+)"', template.read_text(encoding="utf-8")))
+        used |= set(re.findall(r"_\('([^']+)'", template.read_text(encoding="utf-8")))
+    missing = {u for u in used if u not in EN}
+    assert not missing, missing
+
+
+def test_outcome_and_bars() -> None:
+    assert outcome("failed", None) == "failed"
+    assert outcome("triage", {"outcome": "triage"}) == "triage"
+    assert outcome("routed", {"outcome": "routed", "rerouted": {"from_unit": None}}) == "triage"
+    assert outcome("done", {"outcome": "routed"}) == "auto"
+    assert outcome("received", None) is None
+    chart = bars([("a", 2), ("b", 4)], width=100)
+    assert [b["w"] for b in chart["bars"]] == [50, 100]
+
+
+def test_cookie_signature_and_expiry() -> None:
+    s = Settings(ui_session_secret="k" * 32)  # type: ignore[arg-type]
+    made = ui_session.new_session(s, uuid.uuid4())
+    cookie = ui_session.encode(s, made)
+    assert ui_session.decode(s, cookie) == made
+    assert ui_session.decode(s, cookie, now=made.expires + 1) is None
+    other = Settings(ui_session_secret="z" * 32)  # type: ignore[arg-type]
+    assert ui_session.decode(other, cookie) is None
+    assert ui_session.decode(s, "garbage") is None
