@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,10 +15,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 import services.journal as journal
-from postfordeler.cli import app
 from services.journal.retention import RetentionJob
 from shared import audit
 from shared.contracts import (
@@ -266,8 +266,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
-def test_cli_dry_run_then_run(db_url: str, tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_dry_run_then_run(db_url: str, tmp_path: Path) -> None:
     async def setup() -> Made:
         rt = Runtime(_settings(tmp_path, db_url))
         try:
@@ -276,21 +275,22 @@ def test_cli_dry_run_then_run(db_url: str, tmp_path: Path,
             await rt.stop()
 
     made = asyncio.run(setup())
-    for key, value in {"POSTFORDELER_DATA_DIR": str(tmp_path / "data"),
-                       "POSTFORDELER_DATABASE_URL": db_url,
-                       "POSTFORDELER_LOG_LEVEL": "WARNING"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("POSTFORDELER_RETENTION_DAYS", raising=False)
-    runner = CliRunner()
-    result = runner.invoke(app, ["retention", "run", "--dry-run"])
-    assert result.exit_code == 2, result.output
-    monkeypatch.setenv("POSTFORDELER_RETENTION_DAYS", "30")
-    result = runner.invoke(app, ["retention", "run", "--dry-run"])
-    assert result.exit_code == 0, result.output
-    assert "would delete the content of 1 item(s), 2 blob(s)" in result.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFORDELER_")}
+    env.update({"POSTFORDELER_DATA_DIR": str(tmp_path / "data"),
+                "POSTFORDELER_DATABASE_URL": db_url, "POSTFORDELER_LOG_LEVEL": "WARNING"})
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "postfordeler", "retention", "run", *args],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=60)
+
+    result = cli("--dry-run")
+    assert result.returncode == 2 and "POSTFORDELER_RETENTION_DAYS" in result.stderr
+    result = cli("--dry-run", POSTFORDELER_RETENTION_DAYS="30")
+    assert result.returncode == 0, result.stderr
+    assert "would delete the content of 1 item(s), 2 blob(s)" in result.stdout
     blob = tmp_path / "data" / "blobs" / made.raw[:2] / made.raw[2:4] / made.raw
     assert blob.exists()
-    result = runner.invoke(app, ["retention", "run", "--days", "30"])
-    assert result.exit_code == 0, result.output
-    assert "deleted the content of 1 item(s), 2 blob(s)" in result.output
+    result = cli("--days", "30")
+    assert result.returncode == 0, result.stderr
+    assert "deleted the content of 1 item(s), 2 blob(s)" in result.stdout
     assert not blob.exists()
