@@ -143,7 +143,8 @@ class GraphMailbox:
             self._cursor.state = page.get("@odata.deltaLink")
             break
         await self._cursor.settle(bool(self._pending))
-        return sorted(self._pending, key=lambda ref: (self._pending[ref], ref))
+        # receivedDateTime has whole seconds; within one, the order delta reported them in
+        return sorted(self._pending, key=lambda ref: self._pending[ref])
 
     async def fetch(self, ref: str) -> bytes:
         response = await self._request("GET", f"{self._base}/messages/{quote(ref)}/$value")
