@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -105,7 +105,8 @@ async def engine(db_url: str) -> AsyncIterator[object]:
     await eng.dispose()
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0,
+             interval: float = 0.1) -> None:
     """Poll a synchronous predicate until true or fail after `timeout` seconds."""
     import time
 
@@ -117,7 +118,8 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:  
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-async def async_wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+async def async_wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0,
+                         interval: float = 0.1) -> None:
     """Poll an async predicate until true or fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
