@@ -120,6 +120,7 @@ async def test_claim_reroute_done_with_csrf(api: ClerkApi) -> None:
     async with api.uow() as uow:
         row = (await uow.session.execute(select(Item).where(Item.id == item_id))).scalar_one()
         assert row.unit == "byggeri"
+    assert r.headers["location"].startswith("/ui/items?notice=")
     assert (await client.get(f"/ui/items/{item_id}")).status_code == 404  # not ours now
     other, other_csrf = await _browser(api, await _key(api, Role.CLERK, ("byggeri",), "ALA"))
     r = await other.post(f"/ui/items/{item_id}/done", data={"csrf": other_csrf})

@@ -149,7 +149,9 @@ async def reroute(item_id: uuid.UUID, request: Request, s: Session, csrf: Csrf,
     except ValidationError as exc:
         raise HTTPException(400, "; ".join(e["msg"] for e in exc.errors())) from None
     await clerk.reroute(item_id, body, s, p, request)
-    target = _safe_next(back_to) if back_to else f"/ui/items/{item_id}"
+    # Sent out of the clerk's own units, the item is no longer theirs to see: back to the list.
+    target = _safe_next(back_to) if back_to else (
+        f"/ui/items/{item_id}" if unit in p.units else "/ui/items")
     return back(request, target, translate(lang(request), "Posten er sendt til {unit}.",
                                            unit=unit))
 
