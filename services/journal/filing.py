@@ -41,10 +41,14 @@ from .receipt_text import is_auto_reply, receipt_due, receipt_message_id, refere
 log = structlog.get_logger(__name__)
 
 
-def files_of(item_id: UUID, raw: bytes | None) -> tuple[DocumentFile, ...]:
-    """The original mail as .eml, then each attachment as its own file."""
+def files_of(item_id: UUID, raw: bytes | None,
+             channel: str = "email") -> tuple[DocumentFile, ...]:
+    """The original mail as .eml, then each attachment as its own file; a form submission
+    as its JSON document (its attachments are filed with it by the forms API's blobs)."""
     if raw is None:
         return ()
+    if channel == "form":
+        return (DocumentFile(f"{reference(item_id)}.json", "application/json", raw),)
     files = [DocumentFile(f"{reference(item_id)}.eml", "message/rfc822", raw)]
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     for n, part in enumerate(msg.iter_attachments(), start=1):
@@ -95,7 +99,7 @@ class Filing:
             if item.state != ItemState.ROUTED:
                 return  # journalised before, or moved on
             title = (item.subject or "").strip()[:200] or f"Henvendelse ({item.channel})"
-            raw_sha, item_id = item.raw_sha256, item.id
+            raw_sha, item_id, channel = item.raw_sha256, item.id, item.channel
         key = f"item:{item_id}"
 
         async def case() -> dict[str, Any]:
@@ -113,8 +117,9 @@ class Filing:
 
         async def document(case_number: str) -> dict[str, Any]:
             raw = await self.blobs.get(raw_sha) if raw_sha else None
+            files = files_of(item_id, raw, channel)
             doc = await self.esdh.add_document(case_number, NewDocument(
-                title=title, blob_sha256=raw_sha, item_id=item_id, files=files_of(item_id, raw)),
+                title=title, blob_sha256=raw_sha, item_id=item_id, files=files),
                 idempotency_key=f"{key}:document")
             return {"document_id": doc.document_id, "case_number": doc.case_number}
 

@@ -145,3 +145,13 @@ def test_form_id_from_entity_or_form_channel() -> None:
 def test_receipt_retry_back_off_doubles_up_to_the_cap() -> None:
     policy = RetryPolicy(base=30, max_delay=600, max_attempts=5)
     assert [policy.delay(n) for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 480, 600]
+
+
+def test_a_form_is_filed_as_its_json_document() -> None:
+    import uuid
+
+    from services.journal.filing import files_of
+
+    item_id = uuid.uuid4()
+    (doc,) = files_of(item_id, b'{"fields": {"adresse": "Skovvej 3"}}', "form")
+    assert doc.name.endswith(".json") and doc.content_type == "application/json"
