@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from postfordeler.commands import access, deadletter
+from postfordeler.commands import access, classifier, deadletter, extract, retention, rules
 from shared.settings import Settings
 
 app = typer.Typer(help="Postfordeler: distributes a municipality's mail, scans and forms.",
@@ -17,13 +17,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
-__import__("postfordeler.commands.classifier").commands.classifier.register(app)
-app.command("extract")(__import__("postfordeler.commands.extract", fromlist=["x"]).extract)
 app.add_typer(access.app, name="apikey")
 app.add_typer(deadletter.app, name="deadletter")
-app.add_typer(__import__("postfordeler.commands.retention", fromlist=["x"]).app, name="retention")
-app.add_typer(__import__("postfordeler.commands.rules", fromlist=["x"]).app, name="rules")
-
+app.add_typer(retention.app, name="retention")
+app.add_typer(rules.app, name="rules")
+app.command("extract")(extract.extract)
+classifier.register(app)  # train, evaluate, kle
 
 def _settings(**overrides: object) -> Settings:
     from shared.logging import configure
@@ -82,8 +81,7 @@ def demo(
 
 @app.command("healthcheck")
 def healthcheck() -> None:
-    """Exit 0 when this machine's API or worker health endpoint says it is live (for
-    container health checks)."""
+    """Exit 0 when the API or worker health endpoint here says it is live."""
     import urllib.request
 
     settings = Settings()
