@@ -10,6 +10,7 @@ that the sweep publishes those events once more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -61,8 +62,11 @@ class OutboxRelay:
                 await uow.commit()
 
     async def close(self) -> None:
+        # Let a pending flush finish rather than cancel it half-way through a database call:
+        # a task cancelled inside the driver can outlive the engine and never complete.
         if self._flusher is not None:
-            self._flusher.cancel()
+            with contextlib.suppress(Exception):
+                await self._flusher
         await self.flush()
 
     async def sweep(self, older_than: float = 5.0, limit: int = 500) -> int:
