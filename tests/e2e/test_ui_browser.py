@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,11 +220,18 @@ def screenshot_on_failure(driver: WebDriver, tmp_path: Path, name: str) -> Itera
         raise
 
 
-def go(driver: WebDriver, element: WebElement) -> None:
-    """Click something that loads a page, and wait until the new page is there."""
+def ready(driver: WebDriver) -> None:
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def go(driver: WebDriver, find: Callable[[], WebElement]) -> None:
+    """Click something that loads a page, and wait until the new page is complete."""
+    ready(driver)
     page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
+    find().click()
     WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    ready(driver)
 
 
 def sign_in(driver: WebDriver, world: dict[str, Any], who: str) -> None:
@@ -235,7 +242,7 @@ def sign_in(driver: WebDriver, world: dict[str, Any], who: str) -> None:
     field = driver.find_element(By.ID, "key")
     assert driver.find_element(By.CSS_SELECTOR, "label[for=key]").text
     field.send_keys(world["keys"][who])
-    go(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+    go(driver, lambda: driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
     assert driver.find_element(By.TAG_NAME, "h1").text
 
 
@@ -251,17 +258,17 @@ def test_clerk_sees_own_unit_and_reroutes(browser: WebDriver, world: dict[str, A
         listed = " ".join(rows(browser, "items"))
         assert "Storskrald på Møllevej" in listed and "Ansøgning om carport" in listed
         assert "udestue" not in listed and "4711" not in listed
-        go(browser, browser.find_element(By.LINK_TEXT, "Ansøgning om carport"))
+        go(browser, lambda: browser.find_element(By.LINK_TEXT, "Ansøgning om carport"))
         assert "carport på min grund" in browser.find_element(By.ID, "text").text
         Select(browser.find_element(By.ID, "r-unit")).select_by_value("byggeri")
         browser.find_element(By.ID, "r-reason").send_keys("Handler om byggeri")
-        go(browser, browser.find_element(By.CSS_SELECTOR, "#reroute button[type=submit]"))
+        go(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#reroute button[type=submit]"))
         assert "byggeri" in browser.find_element(By.ID, "notice").text
         assert "Ansøgning om carport" not in " ".join(rows(browser, "items"))
         assert asyncio.run(world["seeder"].unit_of(world["mine2"])) == "byggeri"
         # ... and the other unit's clerk has it now.
         sign_in(browser, world, "byggeri")
-        go(browser, browser.find_element(By.LINK_TEXT, "Ansøgning om carport"))
+        go(browser, lambda: browser.find_element(By.LINK_TEXT, "Ansøgning om carport"))
         assert browser.find_element(By.ID, "unit").text == "byggeri"
         assert "Handler om byggeri" in browser.find_element(By.ID, "history").text
 
@@ -271,21 +278,21 @@ def test_administrator_adds_dry_runs_and_enables_a_rule(
     with screenshot_on_failure(browser, tmp_path, "rules"):
         sign_in(browser, world, "admin")
         browser.get(world["url"] + "/ui/rules")
-        go(browser, browser.find_element(By.ID, "new-rule"))
+        go(browser, lambda: browser.find_element(By.ID, "new-rule"))
         browser.find_element(By.ID, "name").send_keys("storskrald")
         priority = browser.find_element(By.ID, "priority")
         priority.clear()
         priority.send_keys("1")  # before the demo rules
         browser.find_element(By.ID, "when").send_keys("keywords_any: [storskrald]")
         browser.find_element(By.ID, "then").send_keys("route: ingen-enhed")
-        go(browser, browser.find_element(By.ID, "save"))
+        go(browser, lambda: browser.find_element(By.ID, "save"))
         # The mistake is named next to its field, and nothing was saved.
         assert "ingen-enhed" in browser.find_element(By.ID, "then-error").text
         assert browser.find_element(By.ID, "then").get_attribute("aria-invalid") == "true"
         then = browser.find_element(By.ID, "then")
         then.clear()
         then.send_keys("route: byggeri")
-        go(browser, browser.find_element(By.ID, "dryrun"))
+        go(browser, lambda: browser.find_element(By.ID, "dryrun"))
         summary = browser.find_element(By.ID, "dry-summary").text
         assert "poster afspillet" in summary and "1 skjult (følsomme)" in summary, summary
         # The item about bulky waste would now go to byggeri (the seeded decisions are not
@@ -293,11 +300,11 @@ def test_administrator_adds_dry_runs_and_enables_a_rule(
         changed = browser.find_element(By.CSS_SELECTOR,
                                        f"#dry-result tr[data-item='{world['mine']}']")
         assert "byggeri" in changed.find_elements(By.TAG_NAME, "td")[2].text
-        go(browser, browser.find_element(By.ID, "save"))
+        go(browser, lambda: browser.find_element(By.ID, "save"))
         assert "version" in browser.find_element(By.ID, "notice").text
         row = browser.find_element(By.CSS_SELECTOR, "tr[data-rule=storskrald]")
         assert row.find_element(By.CLASS_NAME, "enabled").text == "Nej"
-        go(browser, row.find_element(By.CLASS_NAME, "toggle"))
+        go(browser, lambda: row.find_element(By.CLASS_NAME, "toggle"))
         row = browser.find_element(By.CSS_SELECTOR, "tr[data-rule=storskrald]")
         assert row.find_element(By.CLASS_NAME, "enabled").text == "Ja"
         browser.get(world["url"] + "/ui/rules/history?rule=storskrald")
@@ -312,14 +319,14 @@ def test_triage_assign_and_auditor_finds_the_journal_entry(
         browser.get(world["url"] + "/ui/triage")
         row = browser.find_element(By.CSS_SELECTOR, f"#triage tr[data-item='{item}']")
         assert "Affald" in row.text or "affald" in row.text  # the model's suggestion
-        go(browser, row.find_element(By.TAG_NAME, "button"))
+        go(browser, lambda: row.find_element(By.TAG_NAME, "button"))
         assert "affald" in browser.find_element(By.ID, "notice").text
         asyncio.run(world["seeder"].journalise(item))
         sign_in(browser, world, "auditor")
         browser.get(world["url"] + "/ui/audit")
         assert "Kæden er hel" in browser.find_element(By.ID, "chain").text
         browser.find_element(By.ID, "a-item_id").send_keys(str(item))
-        go(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+        go(browser, lambda: browser.find_element(By.CSS_SELECTOR, "form.filters button"))
         actions = [r.get_attribute("data-action") for r in
                    browser.find_elements(By.CSS_SELECTOR, "#entries tbody tr")]
         assert "journalised" in actions and "rerouted" in actions, actions

@@ -109,7 +109,10 @@ async def test_claim_reroute_done_with_csrf(api: ClerkApi) -> None:
     assert r.status_code == 403
     r = await client.post(f"/ui/items/{item_id}/claim", data={"csrf": csrf})
     assert r.status_code == 303
-    assert "TBN" in (await client.get(r.headers["location"])).text
+    shown = await client.get(r.headers["location"])
+    assert "TBN" in shown.text and 'id="notice"' in shown.text
+    forged = await client.get(f"/ui/items/{item_id}?notice=Ring+til+os+på+12345678&n=x")
+    assert "12345678" not in forged.text  # only the interface's own signed notices show
     item = await client.get(f"/ui/items/{item_id}")
     assert "Hej, jeg har fået en afgift." in item.text and "afgift æøå.pdf" in item.text
     pdf = await client.get(f"/ui/items/{item_id}/attachments/0")

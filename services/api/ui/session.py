@@ -77,6 +77,15 @@ def decode(settings: Settings, cookie: str | None, *, now: float | None = None
     return session if session.expires > (now or time.time()) else None
 
 
+def sign(settings: Settings, text: str) -> str:
+    return _b64(hmac.new(_secret(settings), b"notice:" + text.encode(), hashlib.sha256)
+                .digest()[:16])
+
+
+def verify(settings: Settings, text: str, mac: str) -> bool:
+    return hmac.compare_digest(sign(settings, text), mac)
+
+
 def new_session(settings: Settings, key_id: uuid.UUID) -> UiSession:
     return UiSession(str(key_id), secrets.token_urlsafe(32),
                      time.time() + settings.ui_session_hours * 3600)

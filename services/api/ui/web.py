@@ -41,7 +41,7 @@ def render(request: Request, template: str, code: int = 200, *,
     ui = session.current(request)
     html = env.get_template(template).render(
         request=request, lang=language, principal=principal,
-        csrf=ui.csrf if ui else "", path=request.url.path,
+        csrf=ui.csrf if ui else "", path=request.url.path, notice=notice(request),
         _=lambda text, **kw: translate(language, text, **kw), **context)
     return HTMLResponse(html, status_code=code, headers={
         "Cache-Control": "no-store", "X-Frame-Options": "DENY",
@@ -51,10 +51,18 @@ def render(request: Request, template: str, code: int = 200, *,
 
 
 def back(request: Request, url: str, notice: str = "") -> RedirectResponse:
-    """Post/redirect/get: a changing form answers with a redirect (and a notice to show)."""
+    """Post/redirect/get: a changing form answers with a redirect (and a notice to show).
+    The notice is signed, so a link from elsewhere cannot put its own words on a page."""
     if notice:
-        url += ("&" if "?" in url else "?") + "notice=" + quote(notice)
+        url += ("&" if "?" in url else "?") + "notice=" + quote(notice) + "&n=" + \
+            session.sign(request.app.state.settings, notice)
     return RedirectResponse(url, status_code=303)
+
+
+def notice(request: Request) -> str:
+    text = request.query_params.get("notice", "")
+    mac = request.query_params.get("n", "")
+    return text if text and session.verify(request.app.state.settings, text, mac) else ""
 
 
 class UiRoute(APIRoute):
