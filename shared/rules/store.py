@@ -88,7 +88,8 @@ async def history(session: AsyncSession, *, limit: int = 50, rule: str | None = 
     rows = list((await session.execute(select(RuleVersion).order_by(
         RuleVersion.version.desc()).limit(limit + 1 if rule is None else 10_000))).scalars())
     out = []
-    for row, before in zip(rows, [*rows[1:], None], strict=True):
+    # [:len(rows)]: no versions yet is an empty history, not a length mismatch.
+    for row, before in zip(rows, [*rows[1:], None][:len(rows)], strict=True):
         changes = diff(before.document if before is not None else {}, row.document)
         if rule is not None:
             changes = [c for c in changes if c.rule == rule]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from services.api.ui import session as ui_session
 from services.api.ui.i18n import EN
 from services.api.ui.overview_pages import bars, outcome
 from shared.auth import Role, create_key
+from shared.contracts import ItemState
 from shared.db.models import Item
 from shared.settings import Settings
 from tests.integration.test_access import make_tenant
@@ -100,6 +102,18 @@ async def test_clerk_sees_own_unit_only_and_sensitive_refused(api: ClerkApi) -> 
     assert "carport" in (await admin.get("/ui/items")).text
     await client.aclose()
     await admin.aclose()
+
+
+async def test_paging(api: ClerkApi) -> None:
+    for n in range(27):
+        await api.item("affald", subject=f"Sag nummer {n:02d}")
+    client, _ = await _browser(api, await _key(api, Role.CLERK, ("affald",)))
+    first = (await client.get("/ui/items?unit=affald")).text
+    assert "Viser 1–25 af 27" in first and 'offset=25" rel="next"' in first
+    second = (await client.get("/ui/items?unit=affald&offset=25")).text
+    assert "Viser 26–27 af 27" in second and 'offset=0" rel="prev"' in second
+    assert "Sag nummer 00" in second and "Sag nummer 26" in first
+    await client.aclose()
 
 
 async def test_claim_reroute_done_with_csrf(api: ClerkApi) -> None:
@@ -203,3 +217,69 @@ def test_cookie_signature_and_expiry() -> None:
     other = Settings(ui_session_secret="z" * 32)  # type: ignore[arg-type]
     assert ui_session.decode(other, cookie) is None
     assert ui_session.decode(s, "garbage") is None
+
+
+class _Page(HTMLParser):
+    """Collects what the accessibility checks look at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[str] = []
+        self.labels: set[str] = set()
+        self.h1 = 0
+        self.lang = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "html":
+            self.lang = a.get("lang") or ""
+        if tag == "h1":
+            self.h1 += 1
+        if tag == "label" and a.get("for"):
+            self.labels.add(a["for"] or "")
+        if tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+            self.fields.append(a.get("id") or f"<{tag} name={a.get('name')} without id>")
+
+
+async def test_every_page_has_labels_one_heading_and_a_language(api: ClerkApi) -> None:
+    item = await api.mail("affald")
+    await api.mail("hovedpost", ItemState.TRIAGE)
+    clerk, _ = await _browser(api, await _key(api, Role.CLERK, ("affald",)))
+    admin, _ = await _browser(api, await _key(api, Role.ADMINISTRATOR, name="ops"))
+    auditor, _ = await _browser(api, await _key(api, Role.AUDITOR, name="rev"))
+    pages = [(clerk, "/ui/login"), (clerk, "/ui/items"), (clerk, f"/ui/items/{item}"),
+             (clerk, "/ui/triage"), (admin, "/ui/rules"), (admin, "/ui/rules/new"),
+             (admin, "/ui/rules/history"), (admin, "/ui/mailboxes"),
+             (admin, "/ui/deadletters"), (admin, "/ui/"), (auditor, "/ui/audit"),
+             (clerk, "/ui/lang/en?next=/ui/items")]
+    for client, url in pages:
+        r = await client.get(url, follow_redirects=True)
+        assert r.status_code == 200, url
+        page = _Page()
+        page.feed(r.text)
+        assert page.h1 == 1 and page.lang in ("da", "en"), url
+        unlabelled = [f for f in page.fields if f not in page.labels]
+        assert not unlabelled, (url, unlabelled)
+    assert 'lang="en"' in r.text and "My unit&#39;s items" in r.text
+    for client in (clerk, admin, auditor):
+        await client.aclose()
+
+
+def _luminance(colour: str) -> float:
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def test_colours_meet_wcag_aa_contrast() -> None:
+    css = (TEMPLATES.parent / "static" / "ui.css").read_text(encoding="utf-8")
+    var = dict(re.findall(r"--([a-z]+):\s*(#[0-9a-fA-F]{6})", css))
+    for fg in ("ink", "accent", "muted", "bad", "ok"):
+        assert _contrast(var[fg], var["paper"]) >= 4.5, fg
+    assert _contrast("#ffffff", var["accent"]) >= 4.5  # button text
+    assert _contrast(var["ok"], "#eef6ef") >= 4.5  # notices

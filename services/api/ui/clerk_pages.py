@@ -87,7 +87,7 @@ async def items_page(request: Request, s: Session, state: str | None = None,
     filters = {"state": state or "", "subject": subject or "", "unit": unit or "",
                "mine": mine, "unclaimed": unclaimed}
     return render(request, "items.html", principal=p, page=page.items,
-                  paging=_pages(page.total, offset), filters=filters,
+                  pages=_pages(page.total, offset), filters=filters,
                   states=[st.value for st in ItemState], units=_units(request, p))
 
 
@@ -164,7 +164,7 @@ async def triage_page(request: Request, s: Session,
     suggestions = {i.id: await _prediction(s, i.id) for i in page.items}
     names = {u.id: u.name for u in tenant(request).units.values()}
     return render(request, "triage.html", principal=p, page=page.items,
-                  paging=_pages(page.total, offset), suggestions=suggestions, names=names,
+                  pages=_pages(page.total, offset), suggestions=suggestions, names=names,
                   can_act=p.has(Role.CLERK))
 
 

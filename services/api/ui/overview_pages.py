@@ -66,7 +66,7 @@ async def audit_page(request: Request, s: Session, item_id: Opt = "", case_numbe
              "sender": sender, "action": action,
              "date_from": date_from, "date_to": date_to}
     return render(request, "audit.html", principal=p, entries=page["entries"], query=query,
-                  paging=_pages(page["total"], offset), chain=chain)
+                  pages=_pages(page["total"], offset), chain=chain)
 
 
 @router.get("/audit.csv")
