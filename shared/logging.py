@@ -25,6 +25,19 @@ def redact(_logger: Any, _name: str,
     return event_dict
 
 
+class _StderrLogger:
+    """Writes to whatever `sys.stderr` is at the time of the call, not at configuration:
+    a captured or replaced stderr (test runners, CLI wrappers) may be closed later."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=False))
@@ -39,6 +52,6 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()
                                                             .get(level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,7 +42,7 @@ from shared.db.models import (
 )
 from shared.runtime import Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, new_database
 
 OLD, RECENT = timedelta(days=40), timedelta(days=5)
 LOGO = b"\x89PNG kommunens logo i hver signatur"
@@ -52,6 +52,17 @@ def _settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
                     amqp_url="memory://", tenant_dir=DEMO_TENANT_DIR,  # type: ignore[arg-type]
                     **extra)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of each test's own: retention purges every eligible item it finds, so it must
+    not see (or purge) the items of other tests in a shared database."""
+    if request.param == "sqlite":
+        yield str(request.getfixturevalue("sqlite_url"))
+        return
+    with new_database("pf_retention") as url:
+        yield url
 
 
 @pytest.fixture
