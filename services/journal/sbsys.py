@@ -3,15 +3,22 @@ search (`api/sag/search`), party and clerk lookup, a case from a case template
 (`api/sag/template`) and the multipart upload `api/dokument/journaliser`, which files and
 journalises a document in one call (so `journalise` has nothing left to do).
 
-Idempotency: SBSYS takes no idempotency key, so a document carries its key in its description
-(`Beskrivelse`) and the case's documents are looked up by it before uploading; the journal
-records each call's result under its key (see filing.py) so a retry continues, not repeats.
+Idempotency: SBSYS takes no idempotency key, so the adapter puts a tag derived from the key
+where SBSYS stores it and can find it again. A case's title ends with
+"(Postfordeler PF-<ref>)" (the item's reference, as in its receipt), and before creating a
+case the adapter searches `api/sag/search` by `SagsTitel` (a contains-search in SBSYS) for
+that tag; when the answer to a create was lost, the retry finds the case instead of making a
+second one. A document carries its tag in its description (`Beskrivelse`) and the case's
+documents are looked up by it before uploading. The journal also records each call's result
+under its key (see filing.py), so a retry continues, not repeats.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -20,6 +27,7 @@ from shared.errors import PermanentError, TransientError
 from shared.esdh import CaseRef, DocumentRef, NewCase, NewDocument, SbsysConfig, cpr_or_cvr
 
 from .http import call
+from .receipt_text import reference
 
 INCOMING = {"Id": 1, "Navn": "Indgående"}
 
@@ -35,6 +43,19 @@ def _ref(sag: dict[str, Any]) -> CaseRef:
 
 def key_tag(idempotency_key: str) -> str:
     return f"Postfordeler {idempotency_key}"
+
+
+def case_tag(idempotency_key: str) -> str:
+    """The tag a case's title carries: the item's reference for the journal's keys
+    (`item:<uuid>:case`), which a clerk recognises from the receipt; otherwise a digest."""
+    parts = idempotency_key.split(":")
+    try:
+        ref = reference(uuid.UUID(parts[1])) if parts[0] == "item" and len(parts) > 1 else ""
+    except ValueError:
+        ref = ""
+    if not ref:
+        ref = "PF-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:10].upper()
+    return f"Postfordeler {ref}"
 
 
 class Sbsys:
@@ -113,8 +134,13 @@ class Sbsys:
         return int(exact[0]["Id"]) if exact else None
 
     async def create_case(self, case: NewCase, *, idempotency_key: str) -> CaseRef:
-        body: dict[str, Any] = {"SagsTitel": case.title[:250] or "Henvendelse",
-                                "SkabelonId": self.config.template_id}
+        tag = case_tag(idempotency_key)
+        for sag in await self._search({"SagsTitel": tag}):
+            if str(sag.get("SagsTitel") or "").endswith(f"({tag})"):
+                return _ref(sag)  # created before; the answer was lost
+        suffix = f" ({tag})"
+        title = (case.title.strip() or "Henvendelse")[:250 - len(suffix)] + suffix
+        body: dict[str, Any] = {"SagsTitel": title, "SkabelonId": self.config.template_id}
         if case.kle:
             body["Emne"] = {"Nummer": case.kle}
         body["Handlingsfacet"] = {"Nummer": case.facet}

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from services.journal.filing import Filing, files_of
 from services.journal.getorganized import GetOrganized
+from services.journal.receipt_text import reference
 from services.journal.sbsys import Sbsys
 from shared import audit
 from shared.contracts import ItemRouted, JournalAction, RouteOutcome
@@ -98,6 +99,28 @@ async def test_sbsys_lost_answer_and_outage_never_file_twice(
         await esdh.add_document("05.09.04-G01-1-26", _doc(uuid.uuid4()), idempotency_key="k")
     doc = await esdh.add_document("05.09.04-G01-1-26", _doc(uuid.uuid4()), idempotency_key="k")
     assert [str(d["Id"]) for d in sbsys_server.documents] == [doc.document_id]
+    await esdh.aclose()
+
+
+async def test_sbsys_lost_create_case_answer_never_makes_a_second_case(
+        sbsys_server: SbsysServer, secrets_env: None) -> None:  # noqa: F811
+    sbsys_server.add_case("05.09.04-G01-1-26", "Klage (Postfordeler PF-0000000000) ældre")
+    esdh = _sbsys(sbsys_server)
+    key = f"item:{uuid.uuid4()}:case"
+    sbsys_server.faults.lose = 1  # created, the answer lost on the way
+    with pytest.raises(TransientError):
+        await esdh.create_case(NewCase(title="Klage", kle="05.09.04"), idempotency_key=key)
+    sbsys_server.faults.down = 1
+    with pytest.raises(TransientError):
+        await esdh.create_case(NewCase(title="Klage", kle="05.09.04"), idempotency_key=key)
+    first = await esdh.create_case(NewCase(title="Klage", kle="05.09.04"), idempotency_key=key)
+    again = await _sbsys(sbsys_server).create_case(  # a new process, no memory of the first
+        NewCase(title="Klage", kle="05.09.04"), idempotency_key=key)
+    assert first == again and len(sbsys_server.cases) == 2
+    assert sbsys_server.cases[1]["Nummer"] == first.case_number
+    other = await esdh.create_case(NewCase(title="Klage", kle="05.09.04"),
+                                   idempotency_key="item:not-a-uuid:case")
+    assert other.case_number != first.case_number and len(sbsys_server.cases) == 3
     await esdh.aclose()
 
 
@@ -192,9 +215,10 @@ async def test_filing_through_an_outage_files_once_and_finishes_the_item(
     async with runtime.uow() as uow:
         item = await uow.session.get(Item, event.item_id)
         assert item is not None and item.state == "done"
-    # SBSYS took no idempotency key for the case and its answer was lost: the adapter had no
-    # way to know, so the journal made the case anew. Documents are looked up by key.
-    assert len(sbsys_server.documents) == 1
+    # SBSYS takes no idempotency key and the answer to "create case" was lost: the retry found
+    # the case by the tag in its title instead of making a second one.
+    assert len(sbsys_server.cases) == 1 and len(sbsys_server.documents) == 1
+    assert sbsys_server.cases[0]["SagsTitel"] == f"Klage (Postfordeler {reference(event.item_id)})"
     assert item.case_number == next(s["Nummer"] for s in sbsys_server.cases
                                     if s["Id"] == sbsys_server.documents[0]["SagID"])
     await runtime.chain_audit()

@@ -6,7 +6,9 @@ with a bearer token `POST api/sag/search` ({"Results": [...]} with paging fields
 multipart `POST api/dokument/journaliser` (a "json" part with SagID and metadata, "file" parts).
 
 Like SBSYS it knows no idempotency keys: a repeated create makes a second case or document,
-which is what the tests check the adapter avoids. It can be told to be down (503), to lose the
+which is what the tests check the adapter avoids (it tags case titles and document
+descriptions and searches for the tag; `SagsTitel` in a search matches as "contains",
+ignoring case, as SBSYS's free-text criteria do). It can be told to be down (503), to lose the
 answer to a request it carried out (the client sees 502), and to be slow.
 """
 
@@ -265,7 +267,7 @@ class SbsysServer:
 def _matches(sag: dict[str, Any], query: dict[str, Any]) -> bool:
     if "Nummer" in query and sag["Nummer"] != query["Nummer"]:
         return False
-    if "SagsTitel" in query and query["SagsTitel"] not in sag["SagsTitel"]:
+    if "SagsTitel" in query and query["SagsTitel"].lower() not in sag["SagsTitel"].lower():
         return False
     for key, inner in (("PrimaerPerson", "CprNummer"), ("PrimaerFirma", "CvrNummer")):
         if key in query and (sag.get(key) or {}).get(inner) != query[key].get(inner):
