@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     oidc_leeway: float = Field(30.0, description="Seconds of clock skew allowed on exp/nbf.")
     oidc_jwks_cooldown: float = Field(10.0, description="Least seconds between JWKS refetches "
                                                         "for an unknown key id (rotation).")
+    # Sign-in to /ui with the issuer (authorization code flow with PKCE) needs a client
+    # registered there with redirect URI <base>/ui/login/oidc/callback.
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
 
     # Delivery to units and operations alerts (sent through the SMTP settings above).
     delivery_from: str | None = Field(None, description="From address of forwarded items; "

@@ -50,10 +50,10 @@ CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:  # the test extras are not installed
     webdriver = None
@@ -225,12 +225,31 @@ def ready(driver: WebDriver) -> None:
         lambda d: d.execute_script("return document.readyState") == "complete")
 
 
+def gone(element: WebElement) -> bool:
+    """The element's page was replaced. chromedriver says so either as a stale reference or
+    as "node does not belong to the document", depending on timing: both mean gone."""
+    try:
+        element.tag_name  # noqa: B018 - asks the browser
+    except WebDriverException:
+        return True
+    return False
+
+
 def go(driver: WebDriver, find: Callable[[], WebElement]) -> None:
     """Click something that loads a page, and wait until the new page is complete."""
     ready(driver)
     page = driver.find_element(By.TAG_NAME, "html")
-    find().click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    for attempt in range(3):
+        try:
+            find().click()
+            break
+        except WebDriverException:
+            # chromedriver now and then answers "node does not belong to the document" for a
+            # node of a page that is complete; find it again unless the click went through.
+            if attempt == 2 or gone(page):
+                raise
+            time.sleep(0.2)
+    WebDriverWait(driver, 10).until(lambda _: gone(page))
     ready(driver)
 
 

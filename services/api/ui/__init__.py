@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse
 
-from . import admin_pages, clerk_pages, overview_pages  # noqa: F401 - they add the routes
+from . import admin_pages, clerk_pages, oidc_login, overview_pages  # noqa: F401 - routes
 from .web import HERE, router
 
 STATIC = {"ui.css": "text/css"}

@@ -16,6 +16,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,9 +37,12 @@ class LoginRequired(Exception):
 
 @dataclass(frozen=True)
 class UiSession:
-    key_id: str
+    key_id: str  # an API key's id; empty for an OIDC sign-in
     csrf: str
     expires: float
+    # An OIDC sign-in: the principal the issuer's access token named (checked at sign-in;
+    # the session ends when the token would have expired).
+    oidc: dict[str, Any] | None = None
 
 
 def _secret(settings: Settings) -> bytes:
@@ -71,10 +75,33 @@ def decode(settings: Settings, cookie: str | None, *, now: float | None = None
         if not hmac.compare_digest(good, _unb64(mac)):
             return None
         data = json.loads(_unb64(payload))
-        session = UiSession(str(data["key_id"]), str(data["csrf"]), float(data["expires"]))
+        oidc = data.get("oidc")
+        session = UiSession(str(data["key_id"]), str(data["csrf"]), float(data["expires"]),
+                            dict(oidc) if isinstance(oidc, dict) else None)
     except (ValueError, KeyError, TypeError):
         return None
     return session if session.expires > (now or time.time()) else None
+
+
+def seal(settings: Settings, data: dict[str, Any]) -> str:
+    """A signed (not encrypted) value for a short-lived cookie, e.g. the OIDC login state."""
+    payload = _b64(json.dumps(data, separators=(",", ":")).encode())
+    mac = hmac.new(_secret(settings), b"seal:" + payload.encode(), hashlib.sha256).digest()
+    return f"{payload}.{_b64(mac)}"
+
+
+def unseal(settings: Settings, value: str | None) -> dict[str, Any] | None:
+    if not value or value.count(".") != 1:
+        return None
+    payload, mac = value.split(".")
+    good = hmac.new(_secret(settings), b"seal:" + payload.encode(), hashlib.sha256).digest()
+    try:
+        if not hmac.compare_digest(good, _unb64(mac)):
+            return None
+        data = json.loads(_unb64(payload))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def sign(settings: Settings, text: str) -> str:
@@ -86,9 +113,15 @@ def verify(settings: Settings, text: str, mac: str) -> bool:
     return hmac.compare_digest(sign(settings, text), mac)
 
 
-def new_session(settings: Settings, key_id: uuid.UUID) -> UiSession:
-    return UiSession(str(key_id), secrets.token_urlsafe(32),
-                     time.time() + settings.ui_session_hours * 3600)
+def new_session(settings: Settings, key_id: uuid.UUID | None, *,
+                oidc: Principal | None = None, until: float | None = None) -> UiSession:
+    expires = time.time() + settings.ui_session_hours * 3600
+    claims = None
+    if oidc is not None:
+        claims = {"name": oidc.name, "roles": sorted(oidc.roles), "units": sorted(oidc.units),
+                  "forms": sorted(oidc.forms)}
+    return UiSession(str(key_id or ""), secrets.token_urlsafe(32),
+                     min(expires, until) if until else expires, claims)
 
 
 def set_cookie(response: Response, settings: Settings, session: UiSession | None) -> None:
@@ -109,6 +142,10 @@ async def principal(request: Request, s: AsyncSession) -> Principal:
     session = current(request)
     if session is None:
         raise LoginRequired
+    if session.oidc is not None:
+        o = session.oidc
+        return Principal(str(o["name"]), frozenset(o["roles"]), frozenset(o["units"]),
+                         frozenset(o["forms"]), via="oidc")
     try:
         row = await s.get(ApiKey, uuid.UUID(session.key_id))
     except ValueError:

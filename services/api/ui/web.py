@@ -40,7 +40,8 @@ def render(request: Request, template: str, code: int = 200, *,
     language = lang(request)
     ui = session.current(request)
     html = env.get_template(template).render(
-        request=request, lang=language, principal=principal,
+        request=request, lang=language, principal=principal, oidc_enabled=bool(
+            request.app.state.settings.oidc_issuer and request.app.state.settings.oidc_client_id),
         csrf=ui.csrf if ui else "", path=request.url.path, notice=notice(request),
         _=lambda text, **kw: translate(language, text, **kw), **context)
     return HTMLResponse(html, status_code=code, headers={
