@@ -54,10 +54,18 @@ async def _key(api: ClerkApi, role: Role, units: tuple[str, ...] = (), name: str
     return issued.key
 
 
+async def _login_csrf(client: httpx.AsyncClient) -> str:
+    form = (await client.get("/ui/login")).text
+    match = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert match
+    return match.group(1)
+
+
 async def _browser(api: ClerkApi, key: str) -> tuple[httpx.AsyncClient, str]:
     """A separate client (own cookie jar) signed in with `key`; returns it and its CSRF."""
     client = httpx.AsyncClient(transport=api.client._transport, base_url="http://test")
-    r = await client.post("/ui/login", data={"key": key, "next": "/ui/items"})
+    r = await client.post("/ui/login", data={"key": key, "next": "/ui/items",
+                                             "csrf": await _login_csrf(client)})
     assert r.status_code == 303 and r.headers["location"] == "/ui/items"
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower() and "Path=/ui" in cookie
@@ -70,12 +78,16 @@ async def _browser(api: ClerkApi, key: str) -> tuple[httpx.AsyncClient, str]:
 async def test_sign_in_required_and_bad_keys_refused(api: ClerkApi) -> None:
     r = await api.client.get("/ui/items?state=done")
     assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next=")
-    r = await api.client.post("/ui/login", data={"key": "pf_nope_" + "x" * 40})
+    key = await _key(api, Role.CLERK, ("affald",))
+    # Without the sign-in form's own token (a form on another site), no sign-in.
+    assert (await api.client.post("/ui/login", data={"key": key})).status_code == 403
+    r = await api.client.post("/ui/login", data={"key": "pf_nope_" + "x" * 40,
+                                                 "csrf": await _login_csrf(api.client)})
     assert r.status_code == 401 and 'aria-invalid="true"' in r.text
     r = await api.client.get("/ui/login")
     assert '<label for="key">' in r.text and 'lang="da"' in r.text
     # A tampered cookie is no session.
-    client, _ = await _browser(api, await _key(api, Role.CLERK, ("affald",)))
+    client, _ = await _browser(api, key)
     value = client.cookies[ui_session.COOKIE]
     client.cookies.set(ui_session.COOKIE, value[:-2] + ("AA" if value[-2:] != "AA" else "BB"),
                        path="/ui")

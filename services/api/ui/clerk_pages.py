@@ -4,6 +4,7 @@ principal, so the rules (own units only, sensitive units, states) are the API's.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Annotated, Any
 
@@ -34,17 +35,34 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/ui") and not target.startswith("//") else "/ui/"
 
 
+PRE = "pf_ui_pre"  # the sign-in form's CSRF token, before there is a session
+
+
+def _login_form(request: Request, next: str, code: int = 200, **extra: Any) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", code, next=_safe_next(next), login_csrf=token,
+                      **extra)
+    response.set_cookie(PRE, token, path="/ui/login", httponly=True, samesite="strict",
+                        secure=request.app.state.settings.ui_secure_cookie, max_age=3600)
+    return response
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str = "/ui/") -> Response:
-    return render(request, "login.html", next=_safe_next(next), error=False)
+    return _login_form(request, next, error=False)
 
 
 @router.post("/login")
 async def login(request: Request, s: Session, key: Annotated[str, Form()],
-                next: Annotated[str, Form()] = "/ui/") -> Response:
+                next: Annotated[str, Form()] = "/ui/", csrf: Annotated[str, Form()] = ""
+                ) -> Response:
+    # Double-submit token: another site cannot sign a browser in with the other site's key.
+    pre = request.cookies.get(PRE, "")
+    if not pre or not secrets.compare_digest(pre, csrf):
+        raise HTTPException(403, "csrf")
     row = await session.sign_in(s, key)
     if row is None:
-        return render(request, "login.html", 401, next=_safe_next(next), error=True)
+        return _login_form(request, next, 401, error=True)
     response = RedirectResponse(_safe_next(next), status_code=303)
     session.set_cookie(response, request.app.state.settings,
                        session.new_session(request.app.state.settings, row.id))

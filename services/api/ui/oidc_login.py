@@ -25,8 +25,8 @@ from fastapi.responses import RedirectResponse
 from shared.settings import Settings
 
 from . import session
-from .clerk_pages import _safe_next
-from .web import render, router
+from .clerk_pages import _login_form, _safe_next
+from .web import router
 
 log = structlog.get_logger(__name__)
 FLOW_COOKIE = "pf_ui_oidc"
@@ -87,12 +87,11 @@ async def oidc_callback(request: Request, code: str = "", state: str = "",
             or not state or not secrets.compare_digest(str(flow.get("state")), state):
         raise HTTPException(400, "the sign-in expired or did not start here; try again")
     if error or not code:
-        return render(request, "login.html", 401, next=flow["next"], error=True,
-                      oidc=True)
+        return _login_form(request, str(flow["next"]), 401, error=True, oidc=True)
     token = await _exchange(request, settings, code, str(flow["verifier"]))
     principal = await request.app.state.oidc.principal(token) if token else None
     if principal is None or token is None:  # invalid token, or no role of ours in it
-        return render(request, "login.html", 401, next=flow["next"], error=True, oidc=True)
+        return _login_form(request, str(flow["next"]), 401, error=True, oidc=True)
     expires = float(jwt.decode(token, options={"verify_signature": False}).get("exp", 0))
     response = RedirectResponse(str(flow["next"]), status_code=303)
     response.delete_cookie(FLOW_COOKIE, path="/ui/login")
