@@ -85,23 +85,26 @@ def _configure(tenant: Path, kind: str, server: Server) -> dict[str, str]:
 
 
 def _filed(server: Server) -> Counter[str]:
-    """How many documents the ESDH holds per item reference (the original .eml is the
-    document; GetOrganized files attachments beside it)."""
+    """How many documents the ESDH holds per item reference (the original .eml or form .json
+    is the document; GetOrganized files attachments beside it)."""
     if isinstance(server, SbsysServer):
         names = [f["Navn"] for d in server.documents for f in d["Filer"][:1]]
     else:
         names = [d["FileName"] for d in server.documents]
-    return Counter(n.rsplit("PF-", 1)[1].removesuffix(".eml") for n in names
-                   if n.endswith(".eml"))
+    return Counter(_ref(n) for n in names if n.endswith((".eml", ".json")) and "PF-" in n)
 
 
 def _doc_ids(server: Server) -> dict[str, str]:
     """Item reference -> the ESDH's id of its document."""
+    # The original is filed as PF-<ref>.eml (a mail) or PF-<ref>.json (a form submission).
     if isinstance(server, SbsysServer):
-        return {d["Filer"][0]["Navn"].rsplit("PF-", 1)[1].removesuffix(".eml"): str(d["Id"])
-                for d in server.documents}
-    return {d["FileName"].rsplit("PF-", 1)[1].removesuffix(".eml"): str(d["DocId"])
-            for d in server.documents if d["FileName"].endswith(".eml")}
+        return {_ref(d["Filer"][0]["Navn"]): str(d["Id"]) for d in server.documents}
+    return {_ref(d["FileName"]): str(d["DocId"]) for d in server.documents
+            if d["FileName"].endswith((".eml", ".json")) and "PF-" in d["FileName"]}
+
+
+def _ref(name: str) -> str:
+    return name.rsplit("PF-", 1)[1].removesuffix(".eml").removesuffix(".json")
 
 
 def _subject(m: DemoMessage) -> str:
