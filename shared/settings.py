@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # PEM file of the CA(s) to trust for the SMTP server's certificate; unset: the system's.
+    smtp_ca_file: Path | None = None
     smtp_timeout: float = 30.0
     outbox_dir: Path | None = None
     # Receipts that SMTP could not take wait and are retried with doubling delays from

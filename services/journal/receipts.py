@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import tempfile
 import uuid
 import weakref
@@ -60,6 +61,10 @@ class SmtpSender:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The certificate is always verified; smtp_ca_file names the CA of a municipality's
+        # internal relay, which the system's trust store does not know.
+        self.tls_context = ssl.create_default_context(
+            cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
 
     async def send(self, msg: EmailMessage, item_id: uuid.UUID) -> None:
         s = self.settings
@@ -67,7 +72,8 @@ class SmtpSender:
             await aiosmtplib.send(
                 msg, hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                start_tls=s.smtp_starttls, timeout=s.smtp_timeout)
+                start_tls=s.smtp_starttls, tls_context=self.tls_context,
+                timeout=s.smtp_timeout)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             if all(r.code >= 500 for r in exc.recipients):
                 raise PermanentError(f"SMTP refused the recipient ({exc.recipients[0].code})") \
