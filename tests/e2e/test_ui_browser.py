@@ -351,6 +351,11 @@ def test_triage_assign_and_auditor_finds_the_journal_entry(
         assert "journalised" in actions and "rerouted" in actions, actions
         assert "/ui/audit.csv?" in (browser.find_element(By.ID, "csv").get_attribute("href")
                                     or "")
+        browser.get(world["url"] + "/ui/")
+        outcomes = browser.find_element(By.ID, "outcomes")
+        assert "Til triage: 1" in outcomes.find_element(By.TAG_NAME, "desc").get_attribute(
+            "textContent")
+        browser.save_screenshot(str(tmp_path / "dashboard.png"))
 
 
 def test_other_units_clerk_is_refused_a_sensitive_item(

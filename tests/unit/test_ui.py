@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from services.api import create_app
 from services.api.ui import session as ui_session
 from services.api.ui.i18n import EN
-from services.api.ui.overview_pages import bars, outcome
+from services.api.ui.overview_pages import bars, hourly, outcome
 from shared.auth import Role, create_key
 from shared.contracts import ItemState
 from shared.db.models import Item
@@ -194,6 +195,7 @@ async def test_dashboard_audit_and_csv(api: ClerkApi) -> None:
     auditor, _ = await _browser(api, await _key(api, Role.AUDITOR, name="rev"))
     dash = await auditor.get("/ui/")
     assert dash.status_code == 200 and "<svg" in dash.text and "email: 1" in dash.text
+    assert 'id="queue-hours"' in dash.text and 'id="latency-hours"' in dash.text
     audit = await auditor.get("/ui/audit?action=&date_from=&item_id=junk")
     assert audit.status_code == 200 and 'id="chain" class="ok"' in audit.text
     csv = await auditor.get("/ui/audit.csv?action=claimed")
@@ -210,12 +212,28 @@ async def test_english_and_catalogue_complete() -> None:
     assert not missing, missing
 
 
+def test_hourly_latency_and_waiting() -> None:
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    created = {"a": since + timedelta(minutes=10), "b": since + timedelta(minutes=20),
+               "c": since + timedelta(hours=5)}
+    decided = {"a": since + timedelta(minutes=10, seconds=4),
+               "b": since + timedelta(hours=2, minutes=20)}
+    out = hourly(since, created, decided)
+    latency = [b["value"] for b in out["latency_hours"]["bars"]]
+    assert latency[0] == round((4 + 7200) / 2) and latency[5] == 0
+    waiting = [b["value"] for b in out["queue_hours"]["bars"]]
+    assert waiting[:6] == [1, 1, 0, 0, 0, 1] and waiting[-1] == 1  # c is never decided
+
+
 def test_outcome_and_bars() -> None:
-    assert outcome("failed", None) == "failed"
-    assert outcome("triage", {"outcome": "triage"}) == "triage"
-    assert outcome("routed", {"outcome": "routed", "rerouted": {"from_unit": None}}) == "triage"
-    assert outcome("done", {"outcome": "routed"}) == "auto"
-    assert outcome("received", None) is None
+    assert outcome("failed", None, "hovedpost") == "failed"
+    assert outcome("triage", {"outcome": "triage"}, "hovedpost") == "triage"
+    assigned = {"outcome": "routed", "rerouted": {"from_unit": "hovedpost"}}
+    assert outcome("done", assigned, "hovedpost") == "triage"
+    moved = {"outcome": "routed", "rerouted": {"from_unit": "affald"}}
+    assert outcome("routed", moved, "hovedpost") == "auto"  # routed, then corrected
+    assert outcome("done", {"outcome": "routed"}, "hovedpost") == "auto"
+    assert outcome("received", None, "hovedpost") is None
     chart = bars([("a", 2), ("b", 4)], width=100)
     assert [b["w"] for b in chart["bars"]] == [50, 100]
 

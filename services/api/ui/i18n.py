@@ -174,6 +174,9 @@ EN: dict[str, str] = {
         "Median {s} s, 95 % under {p95} s ({n} items)",
     "Ingen afgjorte poster det seneste døgn.": "No decided items in the last day.",
     "Døde beskeder nu": "Dead letters now",
+    "Median sekunder til afgørelse, pr. time": "Median seconds to a decision, per hour",
+    "Poster der venter på afgørelse, ved hver times slutning":
+        "Items waiting for a decision, at the end of each hour",
     "I alt {n}": "{n} in all",
     "Diagram": "Chart",
     "Kun poster du har adgang til tælles med.": "Only items you may see are counted.",

@@ -81,20 +81,21 @@ async def audit_csv(request: Request, s: Session, item_id: Opt = "", case_number
 def bars(rows: list[tuple[str, int]], *, width: int = 420, row: int = 26) -> dict[str, Any]:
     """Geometry of a horizontal bar chart: label, value and bar width per row."""
     top = max((v for _, v in rows), default=0) or 1
-    return {"width": width + 200, "height": row * len(rows) + 4, "row": row,
+    return {"width": width + 230, "height": row * len(rows) + 4, "row": row,
             "bars": [{"label": label, "value": value, "y": i * row + 2,
                       "w": round(width * value / top)} for i, (label, value) in
                      enumerate(rows)]}
 
 
-def outcome(state: str, decision: dict[str, Any] | None) -> str | None:
+def outcome(state: str, decision: dict[str, Any] | None, fallback: str) -> str | None:
     """Routed automatically, abstained (triage) or failed; None while still in the pipeline.
-    An item a person re-routed out of triage still counts as abstained."""
+    An item a person assigned out of the triage queue (the fallback unit) still counts as
+    abstained: the machine did not route it."""
     d = decision or {}
     if state == "failed":
         return "failed"
     if state == "triage" or d.get("outcome") == "triage" or \
-            (d.get("rerouted") and d["rerouted"].get("from_unit") is None):
+            (d.get("rerouted") and d["rerouted"].get("from_unit") in (None, fallback)):
         return "triage"
     if d.get("outcome") in ("routed", "not_relevant"):
         return "auto"
@@ -110,7 +111,8 @@ async def dashboard(request: Request, s: Session) -> Response:
     since = datetime.now(UTC) - timedelta(days=1)
     recent = (await s.execute(select(Item.id, Item.state, Item.decision, Item.created_at)
                               .where(seen, Item.created_at >= since))).all()
-    outcomes = Counter(o for _, st, d, _ in recent if (o := outcome(st, d)))
+    fallback = tenant(request).fallback_unit
+    outcomes = Counter(o for _, st, d, _ in recent if (o := outcome(st, d, fallback)))
     hours = Counter(int((_aware(at) - since).total_seconds() // 3600) for *_, at in recent)
     decided = dict((await s.execute(
         select(ItemTransition.item_id, func.min(ItemTransition.at))
@@ -135,7 +137,25 @@ async def dashboard(request: Request, s: Session) -> Response:
                                  ("Fejlet", outcomes["failed"])]),
                   per_hour=bars([(f"-{24 - h} t", hours.get(h, 0)) for h in range(24)],
                                 row=16),
-                  latency=latency, depth=depth)
+                  latency=latency, depth=depth,
+                  **hourly(since, {i: _aware(at) for i, at in created.items()},
+                           {i: _aware(at) for i, at in decided.items()}))
+
+
+def hourly(since: datetime, created: dict[Any, datetime], decided: dict[Any, datetime]
+           ) -> dict[str, Any]:
+    """Per hour of the last day: the median seconds to a decision of the items that came in
+    that hour, and the items waiting for a decision at the end of the hour (the pipeline's
+    queue, from the database: items in, not yet routed, sent to triage or failed)."""
+    latency, waiting = [], []
+    for h in range(24):
+        start, end = since + timedelta(hours=h), since + timedelta(hours=h + 1)
+        waits = [(decided[i] - at).total_seconds() for i, at in created.items()
+                 if start <= at < end and i in decided]
+        latency.append((f"-{24 - h} t", round(statistics.median(waits)) if waits else 0))
+        waiting.append((f"-{23 - h} t", sum(1 for i, at in created.items() if at < end and (
+            i not in decided or decided[i] >= end))))
+    return {"latency_hours": bars(latency, row=16), "queue_hours": bars(waiting, row=16)}
 
 
 def _aware(value: datetime) -> datetime:
