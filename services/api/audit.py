@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from shared import audit
 from shared.db.models import AuditEntry, EsdhCase, Item, Receipt
 
 from .deps import Principal, current_principal, session
+from .schemas import Problem
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(current_principal)], tags=["audit"])
 Session = Annotated[AsyncSession, Depends(session)]
@@ -82,7 +83,10 @@ async def entries(s: Session, stmt: Filters, limit: Annotated[int, Query(ge=1, l
     return await _page(s, stmt, limit, offset)
 
 
-@router.get("/audit/entries.csv")
+@router.get("/audit/entries.csv", response_class=Response, responses={200: {
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+    "description": f"The matching entries, oldest first, with the columns {', '.join(COLUMNS)}."
+}})
 async def entries_csv(s: Session, stmt: Filters) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -96,16 +100,19 @@ async def entries_csv(s: Session, stmt: Filters) -> Response:
                     headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
 
 
+# ddmmyy-xxxx or ddmmyyxxxx; anything else is refused with the usual validation error (422).
+CprNumber = Annotated[str, Path(pattern=r"^[0-9]{6}-?[0-9]{4}$",
+                                description="A CPR number, with or without the hyphen.")]
+
+
 @router.get("/audit/cpr/{cpr}")
-async def by_cpr(cpr: str, s: Session, caller: Caller,
+async def by_cpr(cpr: CprNumber, s: Session, caller: Caller,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
     """Entries of the items and cases concerning a CPR number: auditors only, and audited."""
     if "auditor" not in caller.roles:
         raise HTTPException(403, "a CPR query is for auditors only")
     digits = cpr.replace("-", "")
-    if not (digits.isdigit() and len(digits) == 10):
-        raise HTTPException(422, "not a CPR number")
     forms = {digits, f"{digits[:6]}-{digits[6:]}"}
     # Items whose classifier found the number (personal data items only), and the cases the
     # person is party to. The number itself is never stored in the audit log.
@@ -125,7 +132,8 @@ async def by_cpr(cpr: str, s: Session, caller: Caller,
     return page
 
 
-@router.get("/items/{item_id}/receipt")
+@router.get("/items/{item_id}/receipt", responses={404: {
+    "model": Problem, "description": "No receipt for this item (none due, or not yet)."}})
 async def receipt(item_id: uuid.UUID, s: Session) -> dict[str, Any]:
     """Whether the receipt was sent, or is waiting for SMTP (attempts, next try, last error)."""
     row = await s.get(Receipt, item_id)
