@@ -108,6 +108,8 @@ async def test_clerk_sees_own_unit_only_and_sensitive_refused(api: ClerkApi) -> 
         r = await client.get(f"/ui/items/{hidden}")
         assert r.status_code == 404 and "4711" not in r.text
     assert (await client.get(f"/ui/items/{secret}/attachments/0")).status_code == 404
+    malformed = await client.get("/ui/items/not-an-id")
+    assert malformed.status_code == 404 and 'id="error"' in malformed.text
     assert (await client.get("/ui/rules")).status_code == 403
     assert (await client.get("/ui/audit")).status_code == 403
     admin, _ = await _browser(api, await _key(api, Role.ADMINISTRATOR, name="ops"))

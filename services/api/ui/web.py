@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute, APIRouter
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -82,6 +83,8 @@ class UiRoute(APIRoute):
             except HTTPException as exc:
                 return render(request, "error.html", exc.status_code,
                               status=exc.status_code, detail=str(exc.detail))
+            except RequestValidationError:  # a malformed id or number in the address
+                return render(request, "error.html", 404, status=404, detail="")
 
         return route
 
