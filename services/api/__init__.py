@@ -26,7 +26,7 @@ from shared.db.models import Item
 from shared.settings import Settings
 from shared.tenant import Tenant
 
-from . import auth, clerk, deadletters, forms, mailboxes
+from . import auth, clerk, deadletters, forms, mailboxes, rules, ui
 from .audit import router as audit_router
 from .deps import ANONYMOUS, Principal, Role, current_principal, require
 from .routes import router
@@ -82,10 +82,10 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(deadletters.router)
     app.include_router(mailboxes.router)  # /health/mailboxes
-    app.include_router(__import__("services.api.rules", fromlist=["x"]).router)  # /api/v1/rules
+    app.include_router(rules.router)  # /api/v1/rules
     app.include_router(forms.router,  # /api/v1/forms/{form_id}/submissions
                        responses=REFUSALS)
-    __import__("services.api.ui", fromlist=["x"]).install(app)  # the web interface, /ui
+    ui.install(app)  # the web interface, /ui
 
     @app.get("/health/live", response_model=Health)
     async def live() -> Health:
