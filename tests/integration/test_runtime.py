@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
 from shared.bus import RetryPolicy
@@ -20,9 +22,20 @@ from shared.errors import PermanentError
 from shared.reconciler import Reconciler
 from shared.runtime import Consumer, Runtime
 from shared.settings import Settings
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, new_database
 
 BLOB = BlobRef(sha256="a" * 64, size=1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of each test's own: the reconciler and the outbox sweep act on every item
+    and event they find, so they must not meet other tests' leftovers."""
+    if request.param == "sqlite":
+        yield str(request.getfixturevalue("sqlite_url"))
+        return
+    with new_database("pf_runtime") as url:
+        yield url
 
 
 def make_runtime(tmp_path: Path, db_url: str) -> Runtime:
