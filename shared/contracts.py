@@ -91,6 +91,8 @@ class Entity(Frozen):
     start: int = -1
     end: int = -1
     source: str = "body"
+    # For personal identifiers shown masked (CPR): a keyed fingerprint, see shared/personal.py.
+    digest: str | None = None
 
 
 class RouteOutcome(StrEnum):

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     api_port: int = 8080
     metrics_port: int | None = Field(
         None, description="Port of a worker process's /health/live, /health/ready and /metrics.")
+    cpr_key: SecretStr | None = Field(
+        None, description="Secret for CPR fingerprints (an auditor's CPR query needs it); "
+                          "keep it stable: changing it hides earlier items from the query.")
     log_level: str = "INFO"
     log_format: str = Field("json", description="json or console")
 

@@ -15,13 +15,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import audit
 from shared.db.models import AuditEntry, EsdhCase, Item, Receipt
+from shared.personal import cpr_digest
+from shared.settings import Settings
 
 from .deps import Principal, current_principal, session
 from .schemas import Problem
@@ -100,26 +103,34 @@ async def entries_csv(s: Session, stmt: Filters) -> Response:
                     headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
 
 
-# ddmmyy-xxxx or ddmmyyxxxx; anything else is refused with the usual validation error (422).
-CprNumber = Annotated[str, Path(pattern=r"^[0-9]{6}-?[0-9]{4}$",
-                                description="A CPR number, with or without the hyphen.")]
+class CprQuery(BaseModel):
+    """The number travels in the body, never in a URL that proxies and access logs record."""
+
+    cpr: Annotated[str, Field(pattern=r"^[0-9]{6}-?[0-9]{4}$",
+                              description="A CPR number, with or without the hyphen.")]
 
 
-@router.get("/audit/cpr/{cpr}")
-async def by_cpr(cpr: CprNumber, s: Session, caller: Caller,
+@router.post("/audit/cpr")
+async def by_cpr(query: CprQuery, request: Request, s: Session, caller: Caller,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
-    """Entries of the items and cases concerning a CPR number: auditors only, and audited."""
+    """Entries of the items and cases concerning a CPR number: auditors only, and audited.
+
+    Items are found by the keyed fingerprint the classifier stores with each masked CPR
+    entity (setting `cpr_key`); the number itself is stored nowhere."""
     if "auditor" not in caller.roles:
         raise HTTPException(403, "a CPR query is for auditors only")
-    digits = cpr.replace("-", "")
+    settings: Settings = request.app.state.settings
+    digits = query.cpr.replace("-", "")
     forms = {digits, f"{digits[:6]}-{digits[6:]}"}
-    # Items whose classifier found the number (personal data items only), and the cases the
-    # person is party to. The number itself is never stored in the audit log.
-    candidates = (await s.execute(select(Item.id, Item.entities).where(Item.personal_data))
-                  ).all()
-    items = [i for i, ents in candidates if any(
-        e.get("kind") == "cpr" and str(e.get("value")) in forms for e in ents or [])]
+    items: list[uuid.UUID] = []
+    if settings.cpr_key is not None:
+        digest = cpr_digest(digits, settings.cpr_key.get_secret_value().encode())
+        candidates = (await s.execute(select(Item.id, Item.entities).where(Item.personal_data))
+                      ).all()
+        items = [i for i, ents in candidates if any(
+            e.get("kind") == "cpr" and e.get("digest") == digest for e in ents or [])]
+    # Cases the person is party to, as the case register records the party.
     cases = list((await s.execute(select(EsdhCase.case_number).where(
         EsdhCase.party.in_(forms)))).scalars())
     stmt = select(AuditEntry).where(or_(AuditEntry.item_id.in_(items),

@@ -4,6 +4,7 @@ configured (POSTFORDELER_MODEL_DIR), predicts its unit with a calibrated probabi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from shared.contracts import ItemClassified, ItemEvent, ItemExtracted, ItemState
 from shared.db import UnitOfWork
@@ -25,6 +26,9 @@ async def start(runtime: Runtime) -> None:
         model, manifest = await asyncio.to_thread(store.load, runtime.settings.model_dir)
         name = str(manifest.get("name"))
     classifier = await asyncio.to_thread(Classifier.from_tenant, runtime.tenant, model)
+    if runtime.settings.cpr_key is not None:
+        classifier.knowledge = dataclasses.replace(
+            classifier.knowledge, cpr_key=runtime.settings.cpr_key.get_secret_value().encode())
 
     async def handle(event: ItemEvent, uow: UnitOfWork) -> None:
         if not isinstance(event, ItemExtracted):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from shared.contracts import Entity
+from shared.personal import cpr_digest
 
 from .lemmas import lemma, words
 from .signals import sender_signals
@@ -54,6 +55,8 @@ class Knowledge:
     # Open cases as the ESDH party search sees them: (case number, party, plates in the
     # title, the clerk's name).
     register: tuple[tuple[str, str, frozenset[str], str], ...] = ()
+    # The installation's key for CPR fingerprints (shared/personal.py); None: no fingerprints.
+    cpr_key: bytes | None = None
 
     _by_suffix: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
 
@@ -165,13 +168,14 @@ def _case(candidate: str, start: int, end: int, source: str, k: Knowledge | None
     return Entity(kind="case_number", value=confirmed, start=start, end=end, source=source)
 
 
-def cpr_numbers(text: str, source: str = "body") -> Iterator[Entity]:
+def cpr_numbers(text: str, source: str = "body", key: bytes | None = None) -> Iterator[Entity]:
     for m in _CPR.finditer(text):
-        dd, mm, yy, _serial = m.groups()
+        dd, mm, yy, serial = m.groups()
         if not _valid_date(int(dd), int(mm), int(yy)):
             continue
         yield Entity(kind="cpr", value=f"{dd}{mm}{yy}-XXXX", start=m.start(), end=m.end(),
-                     source=source)
+                     source=source,
+                     digest=cpr_digest(f"{dd}{mm}{yy}{serial}", key) if key else None)
 
 
 def _valid_date(day: int, month: int, year: int) -> bool:
@@ -268,7 +272,7 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
     for source, text in (("subject", subject), ("body", body)):
         found += licence_plates(text, source)
         found += case_numbers(text, source, k)
-        found += cpr_numbers(text, source)
+        found += cpr_numbers(text, source, k.cpr_key if k else None)
         found += cvr_numbers(text, source)
         found += kle_numbers(text, source, k.kle_codes if k else None)
         if k is not None:
@@ -284,10 +288,11 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
         hit = k.search(f"{subject}\n{body}", sender_name, plates, serials)
         if hit is not None:
             found.append(Entity(kind="case_number", value=hit, source="register"))
-    seen: set[tuple[str, str]] = set()
+    # Two people born on the same day share a masked CPR value: their fingerprints tell them apart.
+    seen: set[tuple[str, str, str | None]] = set()
     unique = []
     for e in found:
-        if (e.kind, e.value) not in seen:
-            seen.add((e.kind, e.value))
+        if (e.kind, e.value, e.digest) not in seen:
+            seen.add((e.kind, e.value, e.digest))
             unique.append(e)
     return tuple(unique)

@@ -15,18 +15,30 @@ from fastapi import FastAPI
 
 from services.api import create_app, current_principal
 from services.api.deps import Principal
+from services.classifier.entities import Knowledge, extract
 from shared import audit
 from shared.db.models import Item, Receipt
 from shared.runtime import Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
 
 CPR = "0101901234"
+CPR_KEY = "test-cpr-key"
+
+
+def _cpr_entities() -> list[dict[str, object]]:
+    """As the classifier stores them: the number masked, with its keyed fingerprint."""
+    found = extract("Flytning", f"Mit CPR-nummer er {CPR[:6]}-{CPR[6:]}.",
+                    knowledge=Knowledge(cpr_key=CPR_KEY.encode()))
+    cpr = [e.model_dump() for e in found if e.kind == "cpr"]
+    assert cpr and all("1234" not in str(e["value"]) for e in cpr)
+    return cpr
 
 
 @pytest.fixture
 async def runtime(db_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     rt = Runtime(Settings(data_dir=tmp_path / "d", database_url=db_url,  # type: ignore[arg-type]
-                          amqp_url="memory://", tenant_dir=DEMO_TENANT_DIR))  # type: ignore[arg-type]
+                          amqp_url="memory://", tenant_dir=DEMO_TENANT_DIR,  # type: ignore[arg-type]
+                          cpr_key=CPR_KEY))  # type: ignore[arg-type]
     yield rt
     await rt.stop()
 
@@ -52,7 +64,7 @@ async def _entries(rt: Runtime) -> tuple[uuid.UUID, str]:
         uow.session.add(Item(id=item_id, correlation_id=uuid.uuid4(), channel="email",
                              mailbox="post", source_ref=str(item_id), state="done",
                              sender=sender, personal_data=True,
-                             entities=[{"kind": "cpr", "value": "010190-1234"}]))
+                             entities=_cpr_entities()))
         uow.session.add(Receipt(item_id=item_id, message_id=f"<r-{item_id}@x>",
                                 recipient=sender, status="pending", attempts=2,
                                 last_error="TransientError: SMTP 451"))
@@ -94,11 +106,13 @@ async def test_cpr_query_is_for_auditors_only_and_audited(app: FastAPI,
                                                           runtime: Runtime) -> None:
     item_id, _ = await _entries(runtime)
     async with _client(app, {"reader"}) as api:
-        assert (await api.get(f"/api/v1/audit/cpr/{CPR}")).status_code == 403
+        assert (await api.post("/api/v1/audit/cpr", json={"cpr": CPR})).status_code == 403
     async with _client(app, {"auditor"}) as api:
-        found = (await api.get(f"/api/v1/audit/cpr/{CPR}")).json()
+        found = (await api.post("/api/v1/audit/cpr", json={"cpr": CPR})).json()
         assert {e["item_id"] for e in found["entries"]} >= {str(item_id)}
-        assert (await api.get("/api/v1/audit/cpr/12")).status_code == 422
+        assert (await api.post("/api/v1/audit/cpr", json={"cpr": "12"})).status_code == 422
+        other = (await api.post("/api/v1/audit/cpr", json={"cpr": "0101904321"})).json()
+        assert str(item_id) not in {e["item_id"] for e in other["entries"]}
     await runtime.chain_audit()
     async with _client(app, {"auditor"}) as api:
         logged = (await api.get("/api/v1/audit/entries",

@@ -1,0 +1,22 @@
+"""Personal data helpers shared by the classifier (which finds CPR numbers) and the audit API
+(where an auditor asks for a person's items).
+
+A CPR number is never stored: entities carry it masked (`DDMMYY-XXXX`) plus a keyed
+fingerprint, HMAC-SHA256 under the installation's secret `cpr_key`. Without the key the
+fingerprint cannot be turned back into a number by trying every date and serial; with it, an
+auditor's query finds the items that mentioned the number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+_DIGITS = re.compile(r"\D")
+
+
+def cpr_digest(number: str, key: bytes) -> str:
+    """The keyed fingerprint of a CPR number (with or without the hyphen)."""
+    digits = _DIGITS.sub("", number)
+    return hmac.new(key, f"cpr:{digits}".encode(), hashlib.sha256).hexdigest()
