@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from shared.contracts import BlobRef
 from shared.errors import InvalidInput
+from shared.files import write_atomic
 
 
 class BlobStore(Protocol):
@@ -47,18 +47,7 @@ class FileBlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(target)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _fsync_dir(target.parent)
+            write_atomic(target, data)
         return BlobRef(sha256=digest, size=len(data), content_type=content_type)
 
     def get_sync(self, ref: BlobRef | str) -> bytes:
@@ -71,10 +60,3 @@ class FileBlobStore:
             raise InvalidInput(f"blob {digest} is corrupt")
         return data
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -5,8 +5,6 @@ anything else transient."""
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +12,7 @@ from typing import Protocol
 import aiosmtplib
 
 from shared.errors import PermanentError, TransientError
+from shared.files import write_atomic
 from shared.settings import Settings
 
 
@@ -46,20 +45,7 @@ class PickupDirSender:
         self.directory = Path(directory)
 
     async def send(self, msg: EmailMessage, name: str) -> None:
-        await asyncio.to_thread(self._write, msg.as_bytes(), f"{name}.eml")
-
-    def _write(self, data: bytes, name: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.directory / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        await asyncio.to_thread(write_atomic, self.directory / f"{name}.eml", msg.as_bytes())
 
 
 def make_sender(settings: Settings, pickup: str) -> MailSender:

@@ -28,6 +28,7 @@ from shared import metrics
 from shared.contracts import BlobRef, Channel, ItemEvent, ItemFailed, ItemReceived, ItemState
 from shared.db import Item, SourceMessage, UnitOfWork
 from shared.errors import InvalidInput
+from shared.files import fsync_dir
 from shared.runtime import Runtime
 
 from .extraction import ExtractionService
@@ -166,8 +167,8 @@ class ScanFolder:
             note = folder / f"{target.name}.reason.txt"
             note.write_text(reason + "\n", encoding="utf-8")
         os.replace(path, target)
-        _fsync_dir(folder)
-        _fsync_dir(path.parent)
+        fsync_dir(folder)
+        fsync_dir(path.parent)
 
 
 async def record_scan(uow: UnitOfWork, mailbox: str, name: str, sha: str,
@@ -213,13 +214,6 @@ def _sha256_file(path: Path) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def run_scans(runtime: Runtime, service: ExtractionService) -> None:

@@ -16,9 +16,7 @@ A 5xx refusal of the recipient fails it at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
-import tempfile
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from shared.contracts import ItemRouted, RouteOutcome, parse_event
 from shared.db import UnitOfWorkFactory
 from shared.db.models import Item, Receipt, utcnow
 from shared.errors import PermanentError, TransientError
+from shared.files import write_atomic
 from shared.settings import Settings
 from shared.tenant import Tenant
 
@@ -92,20 +91,7 @@ class PickupDirSender:
         self.directory = Path(directory)
 
     async def send(self, msg: EmailMessage, item_id: uuid.UUID) -> None:
-        await asyncio.to_thread(self._write, msg.as_bytes(), f"{item_id}.eml")
-
-    def _write(self, data: bytes, name: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.directory / name)  # atomic: a pickup agent never sees half
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        await asyncio.to_thread(write_atomic, self.directory / f"{item_id}.eml", msg.as_bytes())
 
 
 def make_sender(settings: Settings) -> ReceiptSender:
