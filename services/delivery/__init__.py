@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from shared.contracts import ItemEvent, ItemRouted
 from shared.errors import InvalidInput
+from shared.mail import make_sender
 from shared.runtime import Runtime
 
 from .alerts import Monitor
 from .deliver import Deliveries
 from .forward import Forward, compose, delivery_message_id
-from .mail import make_sender
 
 __all__ = ["Deliveries", "Forward", "Monitor", "compose", "delivery_message_id", "start"]
 

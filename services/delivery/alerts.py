@@ -22,9 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from shared.bus import Bus
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.db.models import AlertState, Item, utcnow
+from shared.mail import MailSender
 from shared.settings import Settings
-
-from .mail import MailSender
 
 log = structlog.get_logger(__name__)
 

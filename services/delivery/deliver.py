@@ -24,10 +24,10 @@ from shared.contracts import ItemRouted, RouteOutcome
 from shared.db import UnitOfWorkFactory
 from shared.db.models import Delivery, Item, utcnow
 from shared.errors import InvalidInput
+from shared.mail import MailSender
 from shared.tenant import Tenant
 
 from .forward import Forward, compose, delivery_message_id
-from .mail import MailSender
 
 log = structlog.get_logger(__name__)
 

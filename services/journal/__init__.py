@@ -21,6 +21,7 @@ from shared.contracts import ItemEvent, ItemRouted
 from shared.db.models import EsdhCase
 from shared.errors import InvalidInput
 from shared.esdh import Esdh, load_config
+from shared.mail import make_sender
 from shared.runtime import Consumer, Runtime
 from shared.tenant import Tenant
 
@@ -29,7 +30,7 @@ from .filing import Filing
 from .getorganized import GetOrganized
 from .handler import Journal
 from .receipt_text import compose, receipt_due, receipt_message_id
-from .receipts import Receipts, RetryPolicy, make_sender
+from .receipts import Receipts, RetryPolicy
 from .retention import RetentionJob
 from .sbsys import Sbsys
 

@@ -16,16 +16,11 @@ A 5xx refusal of the recipient fails it at once.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from pathlib import Path
-from typing import Protocol
 
-import aiosmtplib
 import structlog
 from sqlalchemy import select
 
@@ -34,7 +29,7 @@ from shared.contracts import ItemRouted, RouteOutcome, parse_event
 from shared.db import UnitOfWorkFactory
 from shared.db.models import Item, Receipt, utcnow
 from shared.errors import PermanentError, TransientError
-from shared.files import write_atomic
+from shared.mail import MailSender
 from shared.settings import Settings
 from shared.tenant import Tenant
 
@@ -51,53 +46,7 @@ from .receipt_text import (
 log = structlog.get_logger(__name__)
 
 
-class ReceiptSender(Protocol):
-    async def send(self, msg: EmailMessage, item_id: uuid.UUID) -> None: ...
-
-
-class SmtpSender:
-    """SMTP with STARTTLS and login when configured (aiosmtplib)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        # The certificate is always verified; smtp_ca_file names the CA of a municipality's
-        # internal relay, which the system's trust store does not know.
-        self.tls_context = ssl.create_default_context(
-            cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
-
-    async def send(self, msg: EmailMessage, item_id: uuid.UUID) -> None:
-        s = self.settings
-        try:
-            await aiosmtplib.send(
-                msg, hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
-                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                start_tls=s.smtp_starttls, tls_context=self.tls_context,
-                timeout=s.smtp_timeout)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            if all(r.code >= 500 for r in exc.recipients):
-                raise PermanentError(f"SMTP refused the recipient ({exc.recipients[0].code})") \
-                    from exc
-            raise TransientError(f"SMTP refused the recipient: {exc}") from exc
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            raise TransientError(f"SMTP login failed ({exc.code})") from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TransientError(f"SMTP {s.smtp_host}:{s.smtp_port}: {exc}") from exc
-
-
-class PickupDirSender:
-    """No SMTP server configured: write `<item id>.eml` into a pickup directory."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-
-    async def send(self, msg: EmailMessage, item_id: uuid.UUID) -> None:
-        await asyncio.to_thread(write_atomic, self.directory / f"{item_id}.eml", msg.as_bytes())
-
-
-def make_sender(settings: Settings) -> ReceiptSender:
-    if settings.smtp_host:
-        return SmtpSender(settings)
-    return PickupDirSender(settings.outbox_path)
+ReceiptSender = MailSender  # receipts are named after their item in a pickup directory
 
 
 @dataclass(frozen=True)
@@ -176,7 +125,7 @@ class Receipts:
             content = self._content(item, event, row.recipient)
             await uow.commit()
         try:
-            await self.sender.send(compose(content, self.templates), event.item_id)
+            await self.sender.send(compose(content, self.templates), str(event.item_id))
         except (TransientError, PermanentError) as exc:
             await self._failed_attempt(event, exc)
             return False

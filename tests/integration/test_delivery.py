@@ -18,11 +18,11 @@ import pytest
 from services.api import create_app
 from services.delivery import Deliveries, delivery_message_id
 from services.delivery import start as start_delivery
-from services.delivery.mail import SmtpSender
 from shared.auth import Role
 from shared.blobs import FileBlobStore
 from shared.contracts import ItemRouted, ItemState, RouteOutcome
 from shared.db.models import Delivery
+from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import async_wait_for

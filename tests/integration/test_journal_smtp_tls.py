@@ -17,10 +17,10 @@ import pytest
 from pydantic import SecretStr
 
 from services.journal import Receipts, make_sender
-from services.journal.receipts import SmtpSender
 from shared.contracts import ItemRouted, JournalAction, RouteOutcome
 from shared.db.models import Item, Receipt
 from shared.errors import TransientError
+from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
 from tests.support.smtp import SmtpServer, self_signed_cert
