@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import delete
 
 from services.delivery import Monitor
-from services.delivery.mail import SmtpSender
 from shared.bus import make_bus
 from shared.contracts import ItemState
 from shared.db import create_engine, session_factory, uow_factory
 from shared.db.models import AlertState, Item, MailboxStatus, utcnow
 from shared.errors import PermanentError
+from shared.mail import SmtpSender
 from shared.settings import Settings
 from tests.integration.test_deadletter import classified
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
