@@ -46,6 +46,8 @@ from shared.contracts import (
 from shared.db import Item, SourceMessage, uow_factory
 from shared.tenant import Form, FormClient
 
+from .schemas import Problem
+
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/forms", tags=["forms"])
 PRODUCER = "forms"
@@ -146,7 +148,8 @@ def render_text(form: Form, fields: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@router.post("/{form_id}/submissions", status_code=202)
+@router.post("/{form_id}/submissions", status_code=202, responses={
+    404: {"model": Problem, "description": "No form with this id."}})
 async def submit(form_id: str, request: Request) -> JSONResponse:
     form = request.app.state.tenant.forms.get(form_id)
     if form is None:
