@@ -13,7 +13,6 @@ the tenant's esdh.yaml, with secrets named by environment variable (`*_env`), ne
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import ConfigurationError
+from shared.tenant import env_secret
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,7 @@ class _Model(BaseModel):
 
 
 def _secret(env: str | None, what: str) -> str:
-    if not env:
-        return ""
-    value = os.environ.get(env)
-    if value is None:
-        raise ConfigurationError(f"esdh.yaml {what}: ${env} is not set")
-    return value
+    return env_secret(env, f"esdh.yaml {what}") if env else ""
 
 
 class SbsysConfig(_Model):

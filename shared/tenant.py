@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from shared.errors import ConfigurationError
 
 
+def env_secret(name: str, what: str, *, allow_empty: bool = True) -> str:
+    """The secret in the environment variable `name` (configuration files name the variable,
+    never the secret); a ConfigurationError naming `what` when it is unset (or empty)."""
+    value = os.environ.get(name)
+    if value is None or (not value and not allow_empty):
+        raise ConfigurationError(f"{what}: ${name} is not set")
+    return value
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -62,10 +70,7 @@ class FormClient(_Model):
     secret_env: str
 
     def secret(self) -> str:
-        value = os.environ.get(self.secret_env)
-        if not value:
-            raise ConfigurationError(f"form client {self.id}: ${self.secret_env} is not set")
-        return value
+        return env_secret(self.secret_env, f"form client {self.id}", allow_empty=False)
 
 
 class Form(_Model):
@@ -105,10 +110,7 @@ class OAuth2Config(_Model):
         return f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
 
     def client_secret(self) -> str:
-        value = os.environ.get(self.client_secret_env or "")
-        if not value:
-            raise ConfigurationError(f"oauth2: ${self.client_secret_env} is not set")
-        return value
+        return env_secret(self.client_secret_env or "", "oauth2", allow_empty=False)
 
 
 class MailboxConfig(_Model):
@@ -140,10 +142,7 @@ class MailboxConfig(_Model):
 
     def secret(self) -> str:
         if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigurationError(f"mailbox {self.name}: ${self.password_env} is not set")
-            return value
+            return env_secret(self.password_env, f"mailbox {self.name}")
         return self.password.get_secret_value() if self.password else ""
 
     def oauth(self) -> OAuth2Config:

@@ -4,7 +4,6 @@ configured (POSTFORDELER_MODEL_DIR), predicts its unit with a calibrated probabi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from shared.contracts import ItemClassified, ItemEvent, ItemExtracted, ItemState
 from shared.db import UnitOfWork
@@ -25,10 +24,10 @@ async def start(runtime: Runtime) -> None:
     if runtime.settings.model_dir is not None:  # refuse a mismatched model at start-up
         model, manifest = await asyncio.to_thread(store.load, runtime.settings.model_dir)
         name = str(manifest.get("name"))
-    classifier = await asyncio.to_thread(Classifier.from_tenant, runtime.tenant, model)
-    if runtime.settings.cpr_key is not None:
-        classifier.knowledge = dataclasses.replace(
-            classifier.knowledge, cpr_key=runtime.settings.cpr_key.get_secret_value().encode())
+    key = runtime.settings.cpr_key
+    classifier = await asyncio.to_thread(
+        Classifier.from_tenant, runtime.tenant, model, None,
+        key.get_secret_value().encode() if key is not None else None)
 
     async def handle(event: ItemEvent, uow: UnitOfWork) -> None:
         if not isinstance(event, ItemExtracted):

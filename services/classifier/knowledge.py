@@ -62,7 +62,8 @@ def _settings(tenant: Tenant) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def build_knowledge(tenant: Tenant, plan: KlePlan | None = None) -> Knowledge:
+def build_knowledge(tenant: Tenant, plan: KlePlan | None = None,
+                    cpr_key: bytes | None = None) -> Knowledge:
     """Extraction knowledge: case patterns (ESDH formats plus the tenant's `classifier.yaml`
     `case_patterns: [{name, regex}]`), the case register, the KLE plan, unit names/synonyms."""
     extra = _settings(tenant).get("case_patterns") or []
@@ -86,6 +87,7 @@ def build_knowledge(tenant: Tenant, plan: KlePlan | None = None) -> Knowledge:
         kle_codes=plan.codes() if plan is not None else None,
         phrases=compile_phrases(entries),
         own_domains=frozenset({tenant.municipality.domain.lower()}),
+        cpr_key=cpr_key,
     )
 
 

@@ -54,9 +54,9 @@ class Classifier:
 
     @classmethod
     def from_tenant(cls, tenant: Tenant, model: TrainedModel | None = None,
-                    plan: KlePlan | None = None) -> Classifier:
+                    plan: KlePlan | None = None, cpr_key: bytes | None = None) -> Classifier:
         plan = plan if plan is not None else load_plan(tenant.directory)
-        return cls(build_knowledge(tenant, plan), unit_index(tenant), model)
+        return cls(build_knowledge(tenant, plan, cpr_key), unit_index(tenant), model)
 
     def entities(self, doc: Document) -> tuple[Entity, ...]:
         text = "\n".join((doc.body, *doc.attachments))
