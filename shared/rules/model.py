@@ -108,7 +108,11 @@ class Condition(BaseModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> Condition:
-        if not self.model_fields_set - {"equals", "prefix", "min_probability"}:
+        # A test given as null or [] is no test: stored rules drop defaults, so such a
+        # condition would be saved and then fail to load.
+        tests = [name for name in self.model_fields_set - {"equals", "prefix", "min_probability"}
+                 if getattr(self, name) not in (None, ())]
+        if not tests:
             raise ValueError("a condition needs at least one test")
         if (self.equals is not None or self.prefix is not None) and self.entity is None:
             raise ValueError("'equals' and 'prefix' need 'entity'")
