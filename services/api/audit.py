@@ -41,7 +41,7 @@ def _utc(value: datetime) -> datetime:
     return aware.astimezone(UTC)
 
 
-def _query(item_id: uuid.UUID | None = None, case_number: str | None = None,
+def entry_filters(item_id: uuid.UUID | None = None, case_number: str | None = None,
            unit: str | None = None, clerk: str | None = None, sender: str | None = None,
            action: str | None = None, date_from: datetime | None = None,
            date_to: datetime | None = None) -> Select[Any]:
@@ -60,7 +60,7 @@ def _query(item_id: uuid.UUID | None = None, case_number: str | None = None,
     return stmt
 
 
-Filters = Annotated[Select[Any], Depends(_query)]
+Filters = Annotated[Select[Any], Depends(entry_filters)]
 
 
 def _row(e: AuditEntry) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from shared.contracts import ItemExtracted, parse_event
 from shared.db.models import AuditEntry, Correction, Delivery, Item, OutboxMessage, Receipt
 from shared.tenant import Tenant
 
+from .audit import entry_filters
 from .deps import Auditor, Principal, Reader, Role, Session, current_principal
 from .schemas import (
     AttachmentOut,
@@ -187,19 +188,8 @@ async def audit_journal(s: Session, _: Auditor, case_number: str | None = None,
                         action: str | None = None, date_from: datetime | None = None,
                         date_to: datetime | None = None, limit: Limit = 100,
                         offset: Offset = 0) -> AuditPage:
-    stmt = select(AuditEntry)
-    if case_number:
-        stmt = stmt.where(AuditEntry.case_number == case_number)
-    if unit:
-        stmt = stmt.where(AuditEntry.unit == unit)
-    if item_id:
-        stmt = stmt.where(AuditEntry.item_id == item_id)
-    if action:
-        stmt = stmt.where(AuditEntry.action == action)
-    if date_from:
-        stmt = stmt.where(AuditEntry.at >= _utc(date_from))
-    if date_to:
-        stmt = stmt.where(AuditEntry.at < _utc(date_to))
+    stmt = entry_filters(item_id=item_id, case_number=case_number, unit=unit, action=action,
+                         date_from=date_from, date_to=date_to)
     total = await _count(s, stmt)
     rows = (await s.execute(stmt.order_by(AuditEntry.seq).limit(limit).offset(offset))
             ).scalars().all()

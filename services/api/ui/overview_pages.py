@@ -21,7 +21,7 @@ from shared.auth import Role
 from shared.db.models import Item, ItemTransition
 
 from .. import deadletters
-from ..audit import _page, _query, entries_csv
+from ..audit import _page, entries_csv, entry_filters
 from ..deps import Session
 from ..routes import tenant, visible
 from .clerk_pages import PAGE, READERS, _pages
@@ -45,9 +45,9 @@ def _filters(item_id: str, case_number: str, unit: str, clerk: str, sender: str,
         item = uuid.UUID(item_id) if item_id.strip() else None
     except ValueError:
         item = uuid.UUID(int=0)  # not an id: matches nothing, like an unknown one
-    return _query(item_id=item, case_number=case_number or None, unit=unit or None,
-                  clerk=clerk or None, sender=sender or None, action=action or None,
-                  date_from=_day(date_from), date_to=_day(date_to, end=True))
+    return entry_filters(item_id=item, case_number=case_number or None, unit=unit or None,
+                         clerk=clerk or None, sender=sender or None, action=action or None,
+                         date_from=_day(date_from), date_to=_day(date_to, end=True))
 
 
 Opt = Annotated[str, Query(max_length=320)]
