@@ -144,20 +144,24 @@ class RetentionJob:
                 return []
             refs = await self._item_blobs(s, items)
             now = utcnow()
-            for item in items:
-                item.subject = None
-                item.entities = None
-                s.add(Retention(item_id=item.id, purged_at=now, blobs=sorted(refs[item.id])))
-                await audit.append(s, action="content_deleted", actor="retention",
-                                   item_id=item.id, unit=item.unit, clerk=item.clerk,
-                                   case_number=item.case_number, sender=item.sender,
-                                   details={"retention_days": self.days,
-                                            "blobs": len(refs[item.id])})
-            await s.execute(delete(OutboxMessage).where(
-                OutboxMessage.item_id.in_([i.id for i in items])))
+            # A concurrent run may purge the same items first: on SQLite (no row locks), and on
+            # PostgreSQL when it commits between this run's snapshot and its row lock. Its
+            # retention rows then collide with ours, at a flush or at commit.
             try:
+                for item in items:
+                    item.subject = None
+                    item.entities = None
+                    s.add(Retention(item_id=item.id, purged_at=now,
+                                    blobs=sorted(refs[item.id])))
+                    await audit.append(s, action="content_deleted", actor="retention",
+                                       item_id=item.id, unit=item.unit, clerk=item.clerk,
+                                       case_number=item.case_number, sender=item.sender,
+                                       details={"retention_days": self.days,
+                                                "blobs": len(refs[item.id])})
+                await s.execute(delete(OutboxMessage).where(
+                    OutboxMessage.item_id.in_([i.id for i in items])))
                 await uow.commit()
-            except IntegrityError:  # SQLite has no row locks: a concurrent run was first
+            except IntegrityError:
                 return None
             return [i.id for i in items]
 
