@@ -13,7 +13,8 @@ from .extraction import ExtractionService
 from .extractor import CONSUMER, Extractor
 from .mailboxes import ImapMailbox, Mailbox, MaildirMailbox, open_mailbox
 from .poller import PollReport, poll_once, run_mailbox
-from .scans import ScanFolder, run_scans
+from .scanfiles import CONSUMER as SCAN_PLACEMENT
+from .scans import ScanFolder
 
 __all__ = [
     "ExtractionService",
@@ -38,4 +39,7 @@ async def start(runtime: Runtime) -> None:
     for config in runtime.tenant.mailboxes:
         runtime.spawn(run_mailbox(runtime, config), f"poll-{config.name}")
     if runtime.settings.scan_dir is not None:
-        runtime.spawn(run_scans(runtime, service), "scan-folder")
+        folder = ScanFolder(runtime, service)
+        await runtime.start_consumer(Consumer(SCAN_PLACEMENT, ("item.failed",),
+                                              folder.failed_scans().handle))
+        runtime.spawn(folder.run(), "scan-folder")

@@ -8,7 +8,8 @@ Per file: read -> check it in the worker pool (type, pages, pixels) -> store it 
 failed item with the reason) with its event in the outbox -> publish -> only then move the file
 to the archive folder, or to the error folder beside a `<name>.reason.txt`. A crash anywhere
 leaves the file in the drop folder; the next look finds its sha256 already taken in and only
-moves it. So no file is lost and none becomes two items.
+moves it. So no file is lost and none becomes two items. A scan whose extraction fails later
+is moved on from the archive to the error folder by `scanfiles.FailedScans`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from shared import metrics
 from shared.contracts import BlobRef, Channel, ItemEvent, ItemFailed, ItemReceived, ItemState
 from shared.db import Item, SourceMessage, UnitOfWork
 from shared.errors import InvalidInput
-from shared.files import fsync_dir
 from shared.runtime import Runtime
 
 from .extraction import ExtractionService
+from .scanfiles import FailedScans, place, sha_of
 
 log = structlog.get_logger(__name__)
 PRODUCER = "ingest"
@@ -118,7 +119,7 @@ class ScanFolder:
         data: bytes | None = None
         problem = ""
         if stamp[0] > limits.max_bytes:
-            sha = await asyncio.to_thread(_sha256_file, path)
+            sha = await asyncio.to_thread(sha_of, path)
             problem = f"file too large: {stamp[0]} bytes (limit {limits.max_bytes})"
         else:
             data = await asyncio.to_thread(path.read_bytes)
@@ -143,12 +144,16 @@ class ScanFolder:
             outcome, reason, emitted = await self._record(name, sha, blob, problem)
         except IntegrityError:  # another process took the same content in just now
             outcome, reason, emitted = await self._record(name, sha, blob, problem)
-        await self.runtime.relay.publish(emitted)
+        try:
+            # Placed before the event goes out, so the extractor (and FailedScans after a
+            # failed extraction) finds the file in the archive, not still in the drop folder.
+            await asyncio.to_thread(self._move, path, sha, reason)
+        finally:
+            await self.runtime.relay.publish(emitted)
         if outcome == "new":
             metrics.ITEMS_RECEIVED.labels(Channel.SCAN.value).inc()
         elif outcome == "failed":
             metrics.ITEMS_FAILED.labels(PRODUCER).inc()
-        await asyncio.to_thread(self._move, path, sha, reason)
         return outcome
 
     async def _record(self, name: str, sha: str, blob: BlobRef | None,
@@ -159,16 +164,11 @@ class ScanFolder:
         return outcome, reason, uow.emitted
 
     def _move(self, path: Path, sha: str, reason: str) -> None:
-        folder = self.errors if reason else self.archive
-        target = folder / path.name
-        if target.exists():  # another file of that name was delivered before
-            target = folder / f"{path.stem}-{sha[:12]}{path.suffix}"
-        if reason:
-            note = folder / f"{target.name}.reason.txt"
-            note.write_text(reason + "\n", encoding="utf-8")
-        os.replace(path, target)
-        fsync_dir(folder)
-        fsync_dir(path.parent)
+        place(path, self.errors if reason else self.archive, sha, reason)
+
+    def failed_scans(self) -> FailedScans:
+        """The consumer that moves files whose extraction failed later (scanfiles.py)."""
+        return FailedScans(self.mailbox, self.inbox, self.archive, self.errors)
 
 
 async def record_scan(uow: UnitOfWork, mailbox: str, name: str, sha: str,
@@ -205,15 +205,6 @@ async def record_scan(uow: UnitOfWork, mailbox: str, name: str, sha: str,
 def _stamp(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 
 async def run_scans(runtime: Runtime, service: ExtractionService) -> None:

@@ -1,9 +1,11 @@
 """The scan drop folder against real databases (SQLite and PostgreSQL) and the real extractor:
 stability checks, archive and error folders with reasons, dedupe on content, a crash between
-commit and move, and OCR results (pages, confidence) on the extracted item."""
+commit and move, OCR results (pages, confidence) on the extracted item, and a scan whose
+extraction fails after intake moving on from the archive to the error folder."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 from pathlib import Path
@@ -14,9 +16,11 @@ from sqlalchemy import select
 from services.ingest.extraction import ExtractionService
 from services.ingest.extractor import CONSUMER, Extractor
 from services.ingest.limits import Limits
+from services.ingest.scanfiles import CONSUMER as SCAN_PLACEMENT
+from services.ingest.scanfiles import relocate
 from services.ingest.scans import ScanFolder
 from services.ingest.workers import WorkerPool
-from shared.contracts import Channel, ItemEvent, ItemExtracted, ItemState
+from shared.contracts import Channel, ItemEvent, ItemExtracted, ItemFailed, ItemState
 from shared.db import Item
 from shared.runtime import Consumer, Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
@@ -59,6 +63,8 @@ async def scan_runtime(tmp_path: Path, db_url: str):  # type: ignore[no-untyped-
                                           Extractor(runtime.blobs, service).handle))
     await runtime.start_consumer(Consumer("test-extracted", ("item.extracted", "item.failed"),
                                           record))  # type: ignore[arg-type]
+    placement = ScanFolder(runtime, service).failed_scans()
+    await runtime.start_consumer(Consumer(SCAN_PLACEMENT, ("item.failed",), placement.handle))
     yield runtime, service, events
     await service.pool.close()
     await runtime.stop()
@@ -151,3 +157,54 @@ async def test_refused_scans_go_to_the_error_folder(scan_runtime, tmp_path: Path
     states = {i.source_ref: (i.state, i.raw_sha256 is not None) for i in await _items(runtime)}
     assert states == {"big.png": ("failed", True), "empty.pdf": ("failed", True),
                       "huge.pdf": ("failed", True)}
+
+
+async def test_scan_failing_in_extraction_ends_in_the_error_folder(  # type: ignore[no-untyped-def]
+        scan_runtime, tmp_path: Path) -> None:
+    runtime, service, events = scan_runtime
+    # Intake's probe does not OCR, so the page passes it; the OCR job then overruns its
+    # deadline in the worker pool (killed with its tesseract) and the extractor fails the item.
+    service.limits = Limits(ocr_timeout=0.001)
+    folder = ScanFolder(runtime, service)
+    inbox = tmp_path / "scan"
+    inbox.mkdir()
+    data = scan_png("Journalnr. 2024-000777")
+    (inbox / "side.png").write_bytes(data)
+    (tmp_path / "scan" / "Fejl").mkdir()
+    (tmp_path / "scan" / "Fejl" / "side.png").write_bytes(b"an earlier file of that name")
+    await folder.look()
+    report = await folder.look()
+    assert report.new == ["side.png"]  # intake took it: archived for now
+
+    errors, archive = inbox / "Fejl", inbox / "Behandlet"
+    sha = hashlib.sha256(data).hexdigest()
+    moved = errors / f"side-{sha[:12]}.png"
+
+    async def placed() -> bool:
+        return moved.is_file()
+
+    await async_wait_for(placed, timeout=60)
+    assert moved.read_bytes() == data and not (archive / "side.png").exists()
+    assert (errors / "side.png").read_bytes() == b"an earlier file of that name"
+    (item,) = await _items(runtime)
+    assert item.state == ItemState.FAILED.value and item.raw_sha256 == sha
+    assert "timed out" in (item.failure_reason or "")
+    note = (errors / f"{moved.name}.reason.txt").read_text()
+    assert "timed out" in note and f"item {item.id}" in note
+    assert "2024-000777" not in note  # the reason, never the page's content
+    failed = next(e for e in events if isinstance(e, ItemFailed))
+    assert failed.stage == CONSUMER and failed.item_id == item.id
+
+    # Redelivered after a crash: nothing moves twice, nothing is lost.
+    args = (inbox, archive, errors, item.source_ref, sha, failed.reason, str(item.id))
+    assert relocate(*args) == "already"
+    # A crash after intake committed but before it moved the file: the late failure waits
+    # (the bus retries) instead of deciding without the file, and the next look, seeing the
+    # content taken in and failed, puts it in the error folder itself.
+    moved.rename(inbox / "side.png")
+    with pytest.raises(Exception, match="side.png"):
+        relocate(*args)
+    await folder.look()
+    assert (await folder.look()).duplicates == ["side.png"]
+    assert moved.read_bytes() == data and "timed out" in (errors / f"{moved.name}.reason.txt"
+                                                          ).read_text()
