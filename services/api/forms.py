@@ -10,10 +10,12 @@ The answer is 202 with the item id once the submission is durable: the JSON docu
 attachments are fsynced as blobs, then one transaction creates the item, records the key and
 writes the event to the outbox. An `Idempotency-Key` sent again returns the first item.
 
-The item is extracted here and now: a form is already structured, so there is nothing to
-parse, and the item goes straight to `extracted` with an ItemExtracted (text: the fields as
-"label: value" lines). That keeps the mail extractor unaware of forms. Attachments are kept as
-blobs but their text is not extracted (no OCR of form attachments yet).
+The fields are structured already: their text is rendered here ("label: value" lines). A
+submission without attachments goes straight to `extracted` with an ItemExtracted. One with
+attachments goes to `received` (ItemReceived, channel form, raw: the stored JSON document with
+the title, sender, text blob and attachment blobs); the extractor in ingest then reads the
+attachments the way it reads a mail's (PDF text layer, DOCX, OCR of images and scanned pages,
+ZIP members), so the classifier sees their text too.
 """
 
 from __future__ import annotations
@@ -175,13 +177,15 @@ async def submit(form_id: str, request: Request) -> JSONResponse:
     attachments = [AttachmentRef(filename=name, content_type=ctype,
                                  blob=await blobs.put(data, ctype))
                    for name, ctype, data in files]
-    raw = json.dumps({"form_id": form_id, "client": client.id, "fields": fields,
-                      "attachments": [a.model_dump(mode="json") for a in attachments]},
-                     ensure_ascii=False, sort_keys=True).encode()
-    raw_ref = await blobs.put(raw, "application/json")
     text_ref = await blobs.put(render_text(form, fields).encode(), "text/plain; charset=utf-8")
     sender = next((str(fields[f.name]) for f in form.fields
                    if f.type == "email" and f.name in fields), "")
+    raw = json.dumps({"form_id": form_id, "client": client.id, "fields": fields,
+                      "title": form.title, "sender": sender,
+                      "text": text_ref.model_dump(mode="json"),
+                      "attachments": [a.model_dump(mode="json") for a in attachments]},
+                     ensure_ascii=False, sort_keys=True).encode()
+    raw_ref = await blobs.put(raw, "application/json")
     item = Item(id=uuid.uuid4(), correlation_id=uuid.uuid4(), channel=Channel.FORM.value,
                 mailbox=mailbox, source_ref=ref, raw_sha256=raw_ref.sha256, subject=form.title,
                 sender=sender or None)
@@ -196,8 +200,11 @@ async def submit(form_id: str, request: Request) -> JSONResponse:
             uow.session.add(item)
             uow.session.add(SourceMessage(mailbox=mailbox, source_ref=ref, item_id=item.id))
             uow.transition(item, ItemState.RECEIVED, event=received)
-            uow.transition(item, ItemState.EXTRACTED, event=extracted)
-            uow.emit(extracted)  # the mail extractor has nothing to do for a form
+            if attachments:  # their text is read by the extractor (ingest), like a mail's
+                uow.emit(received)
+            else:  # nothing to parse: extracted here and now
+                uow.transition(item, ItemState.EXTRACTED, event=extracted)
+                uow.emit(extracted)
             await uow.commit()
     except IntegrityError:
         # the same key was submitted concurrently and won: answer with its item

@@ -97,6 +97,16 @@ def expand_mail(raw: bytes, limits: Limits) -> Extraction:
     return out
 
 
+def expand_files(files: list[tuple[str, str, bytes]], limits: Limits) -> Extraction:
+    """Files that came without a mail (a form's attachments: name, type, bytes), read the way
+    a mail's attachments are: a file that breaks a limit keeps a `problem`, the rest go on."""
+    out = Extraction()
+    expander = _Expander(limits, out.parts)
+    for filename, content_type, data in files:
+        expander.add(filename, content_type, data, None, None, 1, 0)
+    return out
+
+
 def expand_document(data: bytes, filename: str, limits: Limits) -> Extraction:
     """A file on its own (a scan, or `postfordeler extract`): it is part 0."""
     limits.check_size(len(data))

@@ -34,6 +34,13 @@ class ExtractionService:
         await self.ocr(out.parts)
         return out
 
+    async def files(self, files: list[tuple[str, str, bytes]]) -> Extraction:
+        """Files without a mail around them (a form's attachments), as attachments."""
+        out: Extraction = await self.pool.run(jobs.expand_files, files, self.limits,
+                                              timeout=self.limits.job_timeout)
+        await self.ocr(out.parts)
+        return out
+
     async def document(self, data: bytes, filename: str) -> Extraction:
         """A scan or a single file: InvalidInput when the document itself cannot be read."""
         self.limits.check_size(len(data))

@@ -1,15 +1,20 @@
 """The extractor consumer: item.received -> parsed text and attachments as blobs ->
-item.extracted. Parsing and OCR run in worker processes (extraction.py); this module only
-loads, stores and records. An input that cannot be read (a mail that is not one, a scan that
-breaks a limit) fails the item here with the reason, in the same transaction."""
+item.extracted, for mails, scans and form submissions with attachments. Parsing and OCR run
+in worker processes (extraction.py); this module only loads, stores and records. An input that
+cannot be read (a mail that is not one, a scan that breaks a limit) fails the item here with
+the reason, in the same transaction."""
 
 from __future__ import annotations
+
+import json
 
 import structlog
 
 from shared.blobs import BlobStore
 from shared.contracts import (
+    Address,
     AttachmentRef,
+    BlobRef,
     Channel,
     ItemEvent,
     ItemExtracted,
@@ -46,6 +51,8 @@ class Extractor:
         try:
             if event.channel == Channel.SCAN:
                 out = await self.service.document(raw, event.source_ref)
+            elif event.channel == Channel.FORM:
+                out = await self._form(raw)
             else:
                 out = await self.service.mail(raw)
         except InvalidInput as exc:
@@ -64,6 +71,22 @@ class Extractor:
         log.info("item extracted", attachments=len(extracted.attachments),
                  pages=len(extracted.pages), problems=sum(1 for p in out.parts if p.problem),
                  auto_submitted=out.auto_submitted, defects=len(out.defects))
+
+    async def _form(self, raw: bytes) -> Extraction:
+        """A form submission with attachments (the API extracts one without any itself): the
+        fields' text the API rendered, and the attachments read like a mail's."""
+        try:
+            doc = json.loads(raw)
+            refs = [AttachmentRef.model_validate(a) for a in doc["attachments"]]
+            text_ref = BlobRef.model_validate(doc["text"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(f"not a stored form submission ({type(exc).__name__})") from None
+        files = [(a.filename, a.content_type, await self.blobs.get(a.blob)) for a in refs]
+        out = await self.service.files(files)
+        out.subject = str(doc.get("title") or "")
+        out.sender = Address(address=str(doc.get("sender") or ""))
+        out.text = (await self.blobs.get(text_ref)).decode("utf-8")
+        return out
 
     async def _store(self, event: ItemReceived, out: Extraction) -> ItemExtracted:
         parts, text = out.parts, out.text

@@ -12,6 +12,10 @@ def expand_mail(raw: bytes, limits: Limits) -> expand.Extraction:
     return expand.expand_mail(raw, limits)
 
 
+def expand_files(files: list[tuple[str, str, bytes]], limits: Limits) -> expand.Extraction:
+    return expand.expand_files(files, limits)
+
+
 def expand_document(data: bytes, filename: str, limits: Limits) -> expand.Extraction:
     return expand.expand_document(data, filename, limits)
 

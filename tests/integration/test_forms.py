@@ -17,10 +17,19 @@ import yaml
 from sqlalchemy import select
 
 from services.api import create_app
-from shared.contracts import ItemExtracted, parse_event
+from services.ingest.extraction import ExtractionService
+from services.ingest.extractor import Extractor
+from services.ingest.limits import Limits
+from services.ingest.workers import WorkerPool
+from shared.blobs import FileBlobStore
+from shared.contracts import ItemEvent, ItemExtracted, ItemReceived, parse_event
 from shared.db import Item, ItemTransition, OutboxMessage
 from shared.db.engine import create_engine, session_factory
+from shared.db.uow import uow_factory
 from shared.settings import DEMO_TENANT_DIR, Settings
+from tests.conftest import unavailable
+from tests.integration.test_scans import scan_png
+from tests.unit.test_extract import docx_of, text_pdf
 
 FORM = {
     "form_id": "anmeld-rotter", "title": "Anmeldelse af rotter", "route": "natur-miljoe",
@@ -38,6 +47,10 @@ FORM = {
                 {"id": "portal", "auth": "bearer", "secret_env": "PF_TEST_FORM_TOKEN"}],
     "max_attachments": 2, "max_attachment_bytes": 1000,
 }
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+WITH_FILES = {**FORM, "form_id": "klage", "title": "Klage", "max_attachments": 4,
+              "max_attachment_bytes": 1_000_000,
+              "attachment_types": ["application/pdf", DOCX, "image/png", "text/plain"]}
 GOOD = {"navn": "Søren Ørsted", "email": "soeren@example.dk", "adresse": "Åvej 1",
         "set_dato": "2026-11-20", "antal": 3, "sted": "have",
         "beskrivelse": "Rotter ved kompostbunken"}
@@ -49,7 +62,8 @@ async def api(db_url: str, tmp_path: Path,
     tenant = tmp_path / "tenant"
     tenant.mkdir()
     shutil.copy(DEMO_TENANT_DIR / "org.yaml", tenant / "org.yaml")
-    (tenant / "forms.yaml").write_text(yaml.safe_dump({"forms": [FORM]}, allow_unicode=True))
+    (tenant / "forms.yaml").write_text(yaml.safe_dump({"forms": [FORM, WITH_FILES]},
+                                                      allow_unicode=True))
     monkeypatch.setenv("PF_TEST_FORM_HMAC", "hmac-secret")
     monkeypatch.setenv("PF_TEST_FORM_TOKEN", "portal-token")
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, tenant_dir=tenant)
@@ -69,7 +83,7 @@ def signed(body: bytes, secret: str = "hmac-secret") -> dict[str, str]:
 URL = "/api/v1/forms/anmeld-rotter/submissions"
 
 
-async def stored(client: httpx.AsyncClient, item_id: str) -> tuple[Item, list[str], ItemExtracted]:
+async def stored(client: httpx.AsyncClient, item_id: str) -> tuple[Item, list[str], ItemEvent]:
     settings: Settings = client.app_settings  # type: ignore[attr-defined]
     engine = create_engine(settings.db_url)
     try:
@@ -81,7 +95,7 @@ async def stored(client: httpx.AsyncClient, item_id: str) -> tuple[Item, list[st
             [payload] = (await s.execute(select(OutboxMessage.payload).where(
                 OutboxMessage.item_id == item.id))).scalars()
         event = parse_event(payload)
-        assert isinstance(event, ItemExtracted)
+        assert isinstance(event, ItemExtracted | ItemReceived)
         return item, states, event
     finally:
         await engine.dispose()
@@ -93,6 +107,7 @@ async def test_hmac_submission_is_stored_and_extracted(api: httpx.AsyncClient) -
     assert response.status_code == 202, response.text
     item_id = response.json()["item_id"]
     item, states, event = await stored(api, item_id)
+    assert isinstance(event, ItemExtracted)
     assert (item.channel, item.mailbox, item.subject, item.sender) == (
         "form", "form:anmeld-rotter", "Anmeldelse af rotter", "soeren@example.dk")
     assert states == ["received", "extracted"] and item.state == "extracted"
@@ -153,8 +168,12 @@ async def test_multipart_with_attachments(api: httpx.AsyncClient) -> None:
     headers = signed(body) | {"Content-Type": request.headers["Content-Type"]}
     response = await api.post(URL, content=body, headers=headers)
     assert response.status_code == 202, response.text
-    _, _, event = await stored(api, response.json()["item_id"])
-    assert [(a.filename, a.content_type) for a in event.attachments] == [
+    item, states, received = await stored(api, response.json()["item_id"])
+    # with attachments the extractor reads them, as a mail's: the API stops at received
+    assert isinstance(received, ItemReceived) and states == ["received"]
+    raw = json.loads(FileBlobStore(api.app_settings.blobs_path)  # type: ignore[attr-defined]
+                     .get_sync(received.raw))
+    assert [(a["filename"], a["content_type"]) for a in raw["attachments"]] == [
         ("foto.png", "image/png"), ("note.txt", "text/plain")]
 
     too_big = httpx.Request("POST", "http://api" + URL, data={"submission": submission},
@@ -170,3 +189,50 @@ async def test_multipart_with_attachments(api: httpx.AsyncClient) -> None:
     response = await api.post(URL, content=body, headers=signed(body) | {
         "Content-Type": wrong_type.headers["Content-Type"]})
     assert response.status_code == 415
+
+
+async def test_attachment_text_reaches_the_extracted_item(api: httpx.AsyncClient) -> None:
+    """A PDF's text layer, a Word document and a photographed page (OCR) end as the
+    attachments' text on ItemExtracted, where the classifier reads it."""
+    if shutil.which("tesseract") is None:
+        unavailable("tesseract")
+    files = [("attachments", ("brev.pdf", text_pdf(["Sag 2023-004512 om parkering"]),
+                              "application/pdf")),
+             ("attachments", ("klage.docx", docx_of(["Nummerplade AB 12 345"]), DOCX)),
+             ("attachments", ("foto.png", scan_png("Rottespor i haven"), "image/png"))]
+    request = httpx.Request("POST", "http://api/api/v1/forms/klage/submissions",
+                            data={"submission": json.dumps({"fields": GOOD})}, files=files)
+    body = request.read()
+    response = await api.post("/api/v1/forms/klage/submissions", content=body, headers=signed(
+        body) | {"Content-Type": request.headers["Content-Type"]})
+    assert response.status_code == 202, response.text
+    item, _, received = await stored(api, response.json()["item_id"])
+    assert isinstance(received, ItemReceived) and received.channel == "form"
+
+    # the ingest extractor, with its worker pool and tesseract, takes the event
+    settings: Settings = api.app_settings  # type: ignore[attr-defined]
+    blobs = FileBlobStore(settings.blobs_path)
+    service = ExtractionService(Limits(), WorkerPool(2, 2048))
+    engine = create_engine(settings.db_url)
+    try:
+        async with uow_factory(session_factory(engine))() as uow:
+            await Extractor(blobs, service).handle(received, uow)
+            await uow.commit()
+        async with session_factory(engine)() as s:
+            after = await s.get(Item, item.id)
+            assert after is not None and after.state == "extracted"
+    finally:
+        await service.pool.close()
+        await engine.dispose()
+    (extracted,) = uow.emitted
+    assert isinstance(extracted, ItemExtracted)
+    assert extracted.subject == "Klage" and extracted.sender.address == "soeren@example.dk"
+    assert "navn: Søren Ørsted" in blobs.get_sync(extracted.text).decode()
+    texts = {a.filename: blobs.get_sync(a.text).decode() if a.text else None
+             for a in extracted.attachments}
+    assert set(texts) == {"brev.pdf", "klage.docx", "foto.png"}
+    assert "2023-004512" in (texts["brev.pdf"] or "")
+    assert "AB 12 345" in (texts["klage.docx"] or "")
+    assert "Rottespor" in (texts["foto.png"] or "")
+    (photo,) = [a for a in extracted.attachments if a.filename == "foto.png"]
+    assert photo.pages and photo.pages[0].source == "ocr" and not photo.problem
