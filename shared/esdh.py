@@ -60,6 +60,10 @@ class NewDocument:
     blob_sha256: str | None = None
     item_id: uuid.UUID | None = None
     files: tuple[DocumentFile, ...] = ()
+    # A rule marked the item sensitive: SBSYS marks the document `ErBeskyttet`, GetOrganized
+    # sets the site's confidentiality column (`confidential_field`); the local archive keeps
+    # the mark on the item.
+    confidential: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,10 @@ class GetOrganizedConfig(_Model):
     # A case column holding the idempotency key, so a retried creation finds the first case.
     key_field: str = "ows_PostfordelerKey"
     document_list: str = "Dokumenter"
+    # The document column (and its value) that marks a document confidential on this site;
+    # None: the site has none, and a sensitive item's document is filed unmarked.
+    confidential_field: str | None = "ows_Fortrolig"
+    confidential_value: str = "1"
     timeout: float = 30.0
 
     def password(self) -> str:

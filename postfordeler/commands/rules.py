@@ -35,6 +35,7 @@ def import_rules(
     from shared import audit
     from shared.db import create_engine, session_factory
     from shared.errors import ConfigurationError
+    from shared.receipt_templates import named_receipt_templates
     from shared.rules import parse_yaml, store
     from shared.rules.replay import Organisation
     from shared.tenant import Tenant
@@ -43,7 +44,8 @@ def import_rules(
     who = author or f"cli:{getpass.getuser()}"
     try:
         ruleset = parse_yaml(file.read_text(encoding="utf-8"), str(file))
-        ruleset.check(Organisation.of(Tenant(settings.tenant_dir)).clerks_by_unit(), str(file))
+        ruleset.check(Organisation.of(Tenant(settings.tenant_dir)).clerks_by_unit(), str(file),
+                      receipt_templates=named_receipt_templates(settings.tenant_dir))
     except ConfigurationError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from None

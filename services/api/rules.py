@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from shared import audit
+from shared.receipt_templates import named_receipt_templates
 from shared.rules import Rule, RuleError, RuleSet, load_yaml, parse_yaml, store
 from shared.rules.replay import (
     LabelledItem,
@@ -124,7 +125,8 @@ async def _save(request: Request, s: Session, admin: Administrator, ruleset: Rul
     """Validate against the organisation, write the next version and its audit entry."""
     try:
         ruleset = RuleSet.parse(ruleset.model_dump(by_alias=True), "rules")
-        ruleset.check(_org(request).clerks_by_unit())
+        ruleset.check(_org(request).clerks_by_unit(),
+                      receipt_templates=named_receipt_templates(tenant(request).directory))
     except RuleError as exc:
         # A one-rule request names the field in its own body: "then.route", not "rules.5...".
         names = [r.name for r in ruleset.rules]
@@ -217,7 +219,8 @@ async def _simulate(request: Request, s: Session, admin: Administrator,
     org = _org(request)
     try:
         proposed = RuleSet.parse((proposed or current).model_dump(by_alias=True), "rules")
-        proposed.check(org.clerks_by_unit())
+        proposed.check(org.clerks_by_unit(),
+                       receipt_templates=named_receipt_templates(tenant(request).directory))
     except RuleError as exc:
         _invalid(exc.problems, ("body", "rules"))
     skipped = 0

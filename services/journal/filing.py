@@ -9,7 +9,8 @@ row for its key is consulted, after it the result is committed — and then move
 routed -> journalised -> done and emits ItemJournalised. A retry (bus back-off, the reconciler
 re-publishing a stuck item) continues after the last recorded step. ESDH down or slow:
 TransientError, retried. The ESDH refusing (unknown or closed case, invalid data): the item goes
-to manual triage with the ESDH's reason.
+to manual triage with the ESDH's reason. A new case gets the rule's KLE and title (titles.py);
+a sensitive item's document is marked confidential (`NewDocument.confidential`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.outbox import OutboxRelay
 from shared.tenant import Tenant
 
 from .receipt_text import is_auto_reply, receipt_due, receipt_message_id, reference
+from .titles import case_title, default_title
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +100,8 @@ class Filing:
             item = await uow.item(event.item_id, lock=False)
             if item.state != ItemState.ROUTED:
                 return  # journalised before, or moved on
-            title = (item.subject or "").strip()[:200] or f"Henvendelse ({item.channel})"
+            title = default_title(item.subject, item.channel)
+            new_title = case_title(event, item.subject, item.channel)
             raw_sha, item_id, channel = item.raw_sha256, item.id, item.channel
         key = f"item:{item_id}"
 
@@ -110,7 +113,7 @@ class Filing:
                     raise PermanentError(f"case {found.case_number} is {found.status}")
             if found is None:
                 found = await self.esdh.create_case(NewCase(
-                    title=title, kle=event.kle, unit=event.unit, clerk=event.clerk),
+                    title=new_title, kle=event.kle, unit=event.unit, clerk=event.clerk),
                     idempotency_key=f"{key}:case")
             return {"case_number": found.case_number, "new_case": found.case_number !=
                     event.case_number, "unit": found.unit, "clerk": found.clerk}
@@ -119,7 +122,8 @@ class Filing:
             raw = await self.blobs.get(raw_sha) if raw_sha else None
             files = files_of(item_id, raw, channel)
             doc = await self.esdh.add_document(case_number, NewDocument(
-                title=title, blob_sha256=raw_sha, item_id=item_id, files=files),
+                title=title, blob_sha256=raw_sha, item_id=item_id, files=files,
+                confidential=event.sensitive),
                 idempotency_key=f"{key}:document")
             return {"document_id": doc.document_id, "case_number": doc.case_number}
 
@@ -152,6 +156,10 @@ class Filing:
                        "journal": event.journal.value, "esdh": self.tenant.municipality.esdh}
             if c["new_case"] and event.journal == JournalAction.MATCHED_CASE:
                 details["matched_case_missing"] = event.case_number
+            if c["new_case"]:
+                details["kle"] = event.kle
+            if event.sensitive:
+                details["confidential"] = True  # the adapter marked the document so
             await audit.append(uow.session, action="journalised", actor="journal",
                                item_id=item.id, sender=item.sender,
                                unit=c.get("unit") or event.unit,

@@ -109,14 +109,16 @@ class GetOrganized:
         doc_ids = []
         for n, f in enumerate(document.files):
             title = document.title if n == 0 else f"Bilag: {f.name}"
+            meta = {"ows_Title": title[:250], "ows_CCMMustBeOnPostList": "0",
+                    "ows_Dokumentart": "Indgående"}
+            if document.confidential and self.config.confidential_field:
+                meta[self.config.confidential_field] = self.config.confidential_value
             body = await self._post("Documents/AddToDocumentLibrary",
                                     "GetOrganized add document", {
                 "bytes": list(f.data), "CaseId": case_number,
                 "ListName": self.config.document_list, "FolderPath": "",
                 "FileName": file_name(idempotency_key, f.name, n),
-                "Metadata": metadata_xml({"ows_Title": title[:250],
-                                          "ows_CCMMustBeOnPostList": "0",
-                                          "ows_Dokumentart": "Indgående"}),
+                "Metadata": metadata_xml(meta),
                 "Overwrite": True})
             doc_ids.append(str(body["DocId"]))
         # The original is the document; attachments are filed beside it on the same case.

@@ -1,6 +1,12 @@
 """The journal's decision handling: audit the router's decision and, for routed items, file
 the item in the ESDH and finish it (routed -> journalised -> done), all in the handler's one
-transaction. Case and document creation carry idempotency keys derived from the item id."""
+transaction. Case and document creation carry idempotency keys derived from the item id.
+
+What the rule said to do with it (`ItemRouted.journal`): `none` files nothing (the item is done
+at once); `matched_case` files on the case the classifier matched, and on a new case when the
+ESDH does not have it (the router already turns `matched_case` without a match into `new_case`);
+`new_case` creates a case with the rule's KLE and title (titles.py). A remote ESDH files in
+filing.py by the same rules."""
 
 from __future__ import annotations
 
@@ -26,14 +32,11 @@ from shared.esdh import DocumentRef, Esdh, NewCase, NewDocument
 from shared.tenant import Tenant
 
 from .receipt_text import is_auto_reply, receipt_due, receipt_message_id
+from .titles import case_title, default_title
 
 log = structlog.get_logger(__name__)
 
 EsdhFactory = Callable[[AsyncSession], Esdh]
-
-
-def _title(item: Item) -> str:
-    return (item.subject or "").strip()[:200] or f"Henvendelse ({item.channel})"
 
 
 class Journal:
@@ -92,14 +95,21 @@ class Journal:
         created = case is None
         if case is None:
             case = await esdh.create_case(NewCase(
-                title=_title(item), kle=event.kle, unit=event.unit, clerk=event.clerk,
-                party=item.sender), idempotency_key=f"{key}:case")
+                title=case_title(event, item.subject, item.channel), kle=event.kle,
+                unit=event.unit, clerk=event.clerk, party=item.sender),
+                idempotency_key=f"{key}:case")
+        # The local archive has no confidentiality column: the item's decision carries the
+        # mark, and the API shows the item (and so its document) to the unit and auditors only.
         doc = await esdh.add_document(case.case_number, NewDocument(
-            title=_title(item), blob_sha256=item.raw_sha256, item_id=item.id),
-            idempotency_key=f"{key}:document")
+            title=default_title(item.subject, item.channel), blob_sha256=item.raw_sha256,
+            item_id=item.id, confidential=event.sensitive), idempotency_key=f"{key}:document")
         await esdh.journalise(doc.document_id)
         details: dict[str, Any] = {"document_id": doc.document_id, "new_case": created,
                                    "journal": event.journal.value}
+        if created:
+            details["kle"] = event.kle
+        if event.sensitive:
+            details["confidential"] = True
         if created and event.journal == JournalAction.MATCHED_CASE:
             details["matched_case_missing"] = event.case_number
         log.info("journalised", case_number=doc.case_number, new_case=created)

@@ -4,6 +4,9 @@ Templates are Jinja2, plain text and HTML, chosen most specific first:
 `form/<form id>.{txt,html}.j2`, `unit/<unit id>.{txt,html}.j2`, `receipt.{txt,html}.j2`, looked
 up in the tenant's `receipts/` directory before the built-in Danish ones. A tenant template can
 `{% extends "receipt.txt.j2" %}` and override a block (greeting, routing, next).
+A rule's `receipt_template: <name>` takes `named/<name>.txt.j2` (and `named/<name>.html.j2` if
+there is one; otherwise the receipt is plain text only) before all of these
+(shared/receipt_templates.py).
 
 What happens next and the expected answer time come from the tenant's `receipts.yaml`:
 
@@ -25,11 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
 
 from shared.contracts import ItemRouted, RouteOutcome
 from shared.db.models import utcnow
 from shared.errors import ConfigurationError
+from shared.receipt_templates import NAMED_DIR, named_receipt_templates
 
 BUILTIN = Path(__file__).resolve().parent / "templates"
 
@@ -87,6 +97,7 @@ class ReceiptContent:
     form_id: str | None = None
     next_steps: str | None = None
     answer_time: str | None = None
+    template: str | None = None  # a named template (the rule's `receipt_template`)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class ReceiptTexts:
 
 class ReceiptTemplates:
     def __init__(self, tenant_dir: Path | None = None) -> None:
+        self.tenant_dir = tenant_dir
         paths = [str(tenant_dir / "receipts")] if tenant_dir else []
         loader = FileSystemLoader([*paths, str(BUILTIN)])
         # Plain text must not be HTML-escaped; HTML must be.
@@ -133,7 +145,12 @@ class ReceiptTemplates:
         names += [f"unit/{c.unit_id}.{ext}.j2"] if c.unit_id else []
         return [*names, f"receipt.{ext}.j2"]
 
-    def render(self, c: ReceiptContent) -> tuple[str, str]:
+    def named(self) -> frozenset[str]:
+        """The named templates there are now (a tenant may add some while running)."""
+        return named_receipt_templates(self.tenant_dir)
+
+    def render(self, c: ReceiptContent) -> tuple[str, str | None]:
+        """The text and HTML parts; no HTML for a named template without an HTML file."""
         values = {"municipality": c.municipality, "subject": c.subject or "(intet emne)",
                   "reference": reference(c.item_id), "unit": c.unit_name,
                   "received": utcnow().strftime("%d.%m.%Y"),
@@ -141,6 +158,15 @@ class ReceiptTemplates:
                                                                   c.form_id),
                   "answer_time": c.answer_time or self.texts.lookup("answer_time", c.unit_id,
                                                                     c.form_id)}
+        if c.template is not None:
+            if c.template not in self.named():
+                raise ConfigurationError(f"no receipt template named {c.template!r}")
+            text = self.text.get_template(f"{NAMED_DIR}/{c.template}.txt.j2").render(values)
+            try:
+                named_html = self.html.get_template(f"{NAMED_DIR}/{c.template}.html.j2")
+            except TemplateNotFound:
+                return text, None
+            return text, named_html.render(values)
         text = self.text.select_template(self._names(c, "txt")).render(values)
         html = self.html.select_template(self._names(c, "html")).render(values)
         return text, html
@@ -171,5 +197,6 @@ def compose(c: ReceiptContent, templates: ReceiptTemplates | None = None) -> Ema
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Postfordeler-Item"] = str(c.item_id)
     msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
     return msg

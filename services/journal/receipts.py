@@ -11,6 +11,10 @@ SMTP down (or refusing with 4xx): the attempt is recorded (attempts, last error,
 time, visible on the item through the API) and `retry_due`, run periodically by the journal,
 tries again with doubling delays; after `max_attempts` the receipt is failed and audited.
 A 5xx refusal of the recipient fails it at once.
+
+A rule's named receipt template (`ItemRouted.receipt_template`) chooses the template; one the
+tenant no longer has falls back to the usual choice with a `receipt_template_missing` audit
+entry on the item.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import audit, metrics
 from shared.contracts import ItemRouted, RouteOutcome, parse_event
@@ -122,7 +127,8 @@ class Receipts:
                 return False  # sent, failed, being sent elsewhere or waiting for back-off
             row.attempts += 1
             row.next_attempt_at = now + timedelta(seconds=self.policy.lease)
-            content = self._content(item, event, row.recipient)
+            template = await self._template(uow.session, event)
+            content = self._content(item, event, row.recipient, template)
             await uow.commit()
         try:
             await self.sender.send(compose(content, self.templates), str(event.item_id))
@@ -164,7 +170,23 @@ class Receipts:
                     final=final, retry_at=str(waiting) if waiting else None,
                     error=type(exc).__name__)
 
-    def _content(self, item: Item, event: ItemRouted, to: str) -> ReceiptContent:
+    async def _template(self, session: AsyncSession, event: ItemRouted) -> str | None:
+        """The rule's named template, or None for the usual choice when the tenant no longer
+        has it (the API refused unknown names when the rule was saved; a file removed since,
+        or a rules.yaml never checked, gets here). That is recorded on the item, once."""
+        name = event.receipt_template
+        if name is None or name in self.templates.named():
+            return name
+        log.warning("receipt template missing; the default is used", template=name,
+                    item_id=str(event.item_id))
+        if not await audit.recorded(session, event.item_id, "receipt_template_missing"):
+            await audit.append(session, action="receipt_template_missing", actor="journal",
+                               item_id=event.item_id, unit=event.unit,
+                               details={"template": name, "used": "default"})
+        return None
+
+    def _content(self, item: Item, event: ItemRouted, to: str,
+                 template: str | None = None) -> ReceiptContent:
         m = self.tenant.municipality
         routed = event.outcome == RouteOutcome.ROUTED
         unit = self.tenant.units.get(event.unit or "") if routed else None
@@ -172,4 +194,5 @@ class Receipts:
                               municipality=m.name, domain=m.domain, from_address=m.main_mailbox,
                               unit_name=unit.name if unit else None, in_reply_to=item.message_id,
                               unit_id=unit.id if unit else None,
-                              form_id=form_id_of(item.channel, item.mailbox, item.entities))
+                              form_id=form_id_of(item.channel, item.mailbox, item.entities),
+                              template=template)

@@ -167,8 +167,11 @@ class Sbsys:
                 return DocumentRef(str(doc["Id"]), case_number)
         if not document.files:
             raise PermanentError("nothing to journalise: the document has no file")
-        meta = {"SagID": sag_id, "DokumentNavn": document.title[:250] or "Henvendelse",
-                "Beskrivelse": tag, "DokumentArt": INCOMING, "OmfattetAfAktindsigt": True}
+        meta: dict[str, Any] = {
+            "SagID": sag_id, "DokumentNavn": document.title[:250] or "Henvendelse",
+            "Beskrivelse": tag, "DokumentArt": INCOMING, "OmfattetAfAktindsigt": True}
+        if document.confidential:
+            meta["ErBeskyttet"] = True  # a protected document: only those with access
         files: list[tuple[str, tuple[str | None, bytes | str, str]]] = [
             ("json", (None, json.dumps(meta, ensure_ascii=False), "application/json"))]
         files += [("file", (f.name, f.data, f.content_type)) for f in document.files]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import regex
@@ -251,13 +251,20 @@ class RuleSet(BaseModel):
     def needs_text(self) -> bool:
         return any(r.enabled and r.when.needs_text for r in self.rules)
 
-    def check(self, units: Mapping[str, Iterable[str]], source: str = "rules") -> None:
+    def check(self, units: Mapping[str, Iterable[str]], source: str = "rules", *,
+              receipt_templates: Collection[str] | None = None) -> None:
         """Refuse routes to units or clerks the organisation does not have (`units` maps each
-        unit id to its clerks' initials)."""
+        unit id to its clerks' initials) and, given the tenant's `receipt_templates`, receipt
+        templates it does not have."""
         found: list[tuple[str, str]] = []
         clerks = {c for cs in units.values() for c in cs}
         for i, rule in enumerate(self.rules):
             act, at = rule.then, f"rules.{i}.then"
+            if receipt_templates is not None and act.receipt_template is not None \
+                    and act.receipt_template not in receipt_templates:
+                found.append((f"{at}.receipt_template", f"unknown receipt template "
+                              f"{act.receipt_template!r} (no receipts/named/"
+                              f"{act.receipt_template}.txt.j2 in the tenant directory)"))
             if act.route not in (None, "case_owner") and act.route not in units:
                 found.append((f"{at}.route", f"unknown unit {act.route!r} in rule {rule.name!r}"))
             if act.clerk is not None:

@@ -8,10 +8,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from services.journal import Journal, LocalArchive
 from services.journal.filing import Filing, files_of
 from services.journal.getorganized import GetOrganized
 from services.journal.receipt_text import reference
@@ -185,17 +187,19 @@ async def runtime(db_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
 
 
 async def _routed_item(rt: Runtime, *, journal: JournalAction = JournalAction.NEW_CASE,
-                       case_number: str | None = None) -> ItemRouted:
+                       case_number: str | None = None, subject: str = "Klage",
+                       **decided: Any) -> ItemRouted:
     raw = await rt.blobs.put(_mail(), "message/rfc822")
     item_id = uuid.uuid4()
     async with rt.uow() as uow:
         uow.session.add(Item(id=item_id, correlation_id=uuid.uuid4(), channel="email",
                              mailbox="post", source_ref=f"t-{item_id}", raw_sha256=raw.sha256,
-                             subject="Klage", sender="borger@example.dk", state="routed"))
+                             subject=subject, sender="borger@example.dk", state="routed"))
         await uow.commit()
     return ItemRouted(correlation_id=uuid.uuid4(), producer="router", item_id=item_id,
-                      outcome=RouteOutcome.ROUTED, unit="parkering", clerk="ALA", kle="05.09.04",
-                      journal=journal, case_number=case_number, receipt=True)
+                      outcome=RouteOutcome.ROUTED, unit="parkering", clerk="ALA",
+                      **{"kle": "05.09.04", **decided}, journal=journal,
+                      case_number=case_number, receipt=True)
 
 
 async def test_filing_through_an_outage_files_once_and_finishes_the_item(
@@ -245,3 +249,76 @@ async def test_filing_a_refused_case_sends_the_item_to_triage_with_the_reason(
         assert item is not None and item.state == "triage"
         assert "EMN-2026-000001" in (item.failure_reason or "")
     assert getorganized_server.documents == []
+
+
+# -- what the rule said: title and KLE of a new case, confidential documents, no filing ------
+
+TITLE = "Parkeringsafgift AB12345 (cpr 010190-1234, også 0202901234 og 030390-XXXX)"
+
+
+async def _state(rt: Runtime, item_id: uuid.UUID) -> str:
+    async with rt.uow() as uow:
+        item = await uow.session.get(Item, item_id)
+        assert item is not None
+        return item.state
+
+
+async def test_sbsys_new_case_has_the_rules_title_and_kle_and_a_protected_document(
+        runtime: Runtime, sbsys_server: SbsysServer, secrets_env: None) -> None:  # noqa: F811
+    filing = Filing(runtime.uow, runtime.tenant, _sbsys(sbsys_server), runtime.blobs,
+                    runtime.relay)
+    event = await _routed_item(runtime, kle="05.09.06", case_title=TITLE + " " + "x" * 400,
+                               sensitive=True)
+    await filing.handle(event)
+    assert await _state(runtime, event.item_id) == "done"
+    [sag] = sbsys_server.cases
+    title = sag["SagsTitel"]
+    assert title.startswith("Parkeringsafgift AB12345 (cpr [CPR-nr.], også [CPR-nr.] og "
+                            "[CPR-nr.])")
+    assert title.endswith(f"… (Postfordeler {reference(event.item_id)})") and len(title) <= 250
+    assert "0101" not in title and "0202" not in title and "0303" not in title
+    assert sag["Emne"] == {"Nummer": "05.09.06"} and sag["Nummer"].startswith("05.09.06-G01-")
+    [doc] = sbsys_server.documents
+    assert doc["ErBeskyttet"] is True and doc["Navn"] == "Klage"
+
+
+async def test_getorganized_new_case_has_the_rules_title_and_kle_and_a_confidential_document(
+        runtime: Runtime, getorganized_server: GetOrganizedServer,  # noqa: F811
+        secrets_env: None) -> None:
+    filing = Filing(runtime.uow, runtime.tenant, _go(getorganized_server), runtime.blobs,
+                    runtime.relay)
+    event = await _routed_item(runtime, kle="05.09.06", case_title=TITLE, sensitive=True)
+    await filing.handle(event)
+    assert await _state(runtime, event.item_id) == "done"
+    [case] = getorganized_server.cases
+    assert case["ows_Title"] == ("Parkeringsafgift AB12345 (cpr [CPR-nr.], også [CPR-nr.] og "
+                                 "[CPR-nr.])")
+    assert case["ows_CCMKLE"] == "05.09.06"
+    assert [d["Metadata"].get("ows_Fortrolig") for d in getorganized_server.documents] == [
+        "1", "1"]  # the mail and its attachment
+    # an item not marked sensitive: no confidentiality column, the subject as title
+    plain = await _routed_item(runtime, subject="Klage over 010190-1234")
+    await filing.handle(plain)
+    assert getorganized_server.cases[-1]["ows_Title"] == "Klage over [CPR-nr.]"
+    assert "ows_Fortrolig" not in getorganized_server.documents[-1]["Metadata"]
+
+
+async def test_matched_case_files_there_and_journal_none_files_nothing(
+        runtime: Runtime, sbsys_server: SbsysServer, secrets_env: None) -> None:  # noqa: F811
+    sbsys_server.add_case("05.09.04-G01-1-26", "Parkering")
+    filing = Filing(runtime.uow, runtime.tenant, _sbsys(sbsys_server), runtime.blobs,
+                    runtime.relay)
+    matched = await _routed_item(runtime, journal=JournalAction.MATCHED_CASE,
+                                 case_number="05.09.04-G01-1-26")
+    await filing.handle(matched)
+    assert len(sbsys_server.cases) == 1
+    [doc] = sbsys_server.documents
+    assert doc["SagID"] == sbsys_server.cases[0]["Id"] and doc["ErBeskyttet"] is False
+    # journal: none -- the journal finishes the item itself, the ESDH sees nothing
+    nothing = await _routed_item(runtime, journal=JournalAction.NONE)
+    await filing.handle(nothing)
+    async with runtime.uow() as uow:
+        await Journal(runtime.tenant, LocalArchive, remote=True).handle(nothing, uow)
+        await uow.commit()
+    assert await _state(runtime, nothing.item_id) == "done"
+    assert len(sbsys_server.cases) == 1 and len(sbsys_server.documents) == 1

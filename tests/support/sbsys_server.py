@@ -2,8 +2,9 @@
 municipal clients use: an OAuth2 token endpoint (Keycloak style, client credentials), then
 with a bearer token `POST api/sag/search` ({"Results": [...]} with paging fields),
 `POST api/person/search` / `api/firma/search` / `api/bruger/search` (lists),
-`POST api/sag/template` (a case from a template), `GET api/sag/{id}/dokumenter` and the
-multipart `POST api/dokument/journaliser` (a "json" part with SagID and metadata, "file" parts).
+`POST api/sag/template` (a case from a template; its `Emne` is the KLE number, kept on the
+case), `GET api/sag/{id}/dokumenter` and the multipart `POST api/dokument/journaliser` (a "json"
+part with SagID and metadata, `ErBeskyttet` for a protected document, "file" parts).
 
 Like SBSYS it knows no idempotency keys: a repeated create makes a second case or document,
 which is what the tests check the adapter avoids (it tags case titles and document
@@ -206,6 +207,7 @@ class SbsysServer:
         facet = (body.get("Handlingsfacet") or {}).get("Nummer") or "G01"
         serial = 1 + sum(1 for s in self.cases if s["Nummer"].startswith(f"{kle}-{facet}-"))
         sag = self.add_case(f"{kle}-{facet}-{serial}-{datetime.now(UTC):%y}", body["SagsTitel"])
+        sag["Emne"], sag["Handlingsfacet"] = {"Nummer": kle}, {"Nummer": facet}
         user = next((u for u in self.users if u["Id"] == body.get("SagsBehandlerID")), None)
         if user:
             sag["Behandler"] = {"Id": user["Id"], "LogonId": user["LogonId"]}
@@ -221,7 +223,8 @@ class SbsysServer:
         sag_id = request.path_params["id"]
         if not any(s["Id"] == sag_id for s in self.cases):
             return JSONResponse({"Message": "Sagen findes ikke"}, 404)
-        return JSONResponse([{k: d[k] for k in ("Id", "Navn", "Beskrivelse", "DokumentArt")}
+        return JSONResponse([{k: d[k] for k in ("Id", "Navn", "Beskrivelse", "DokumentArt",
+                                                "ErBeskyttet")}
                              for d in self.documents if d["SagID"] == sag_id])
 
     async def _search(self, request: Request, rows: list[dict[str, Any]]) -> Response:
@@ -258,6 +261,7 @@ class SbsysServer:
         doc = {"Id": 9000 + len(self.documents), "SagID": sag["Id"],
                "Navn": meta[0].get("DokumentNavn"), "Beskrivelse": meta[0].get("Beskrivelse"),
                "DokumentArt": meta[0].get("DokumentArt"), "Journaliseret": True,
+               "ErBeskyttet": bool(meta[0].get("ErBeskyttet", False)),
                "Filer": [{"Navn": fn, "ContentType": ct, "Data": data} for fn, ct, data in files]}
         self.documents.append(doc)
         return self.faults.after(JSONResponse({"Id": doc["Id"], "Navn": doc["Navn"],

@@ -1,0 +1,174 @@
+"""Rule actions taking effect in the journal, on SQLite and PostgreSQL with a real SMTP server:
+a named receipt template's text is what the sender gets (a removed one falls back, recorded on
+the item), a new case in the local archive has the rule's title and KLE (never a CPR number),
+`journal: none` files nothing, and the rules API refuses a template the tenant does not have."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from services.journal import Journal, LocalArchive, Receipts, make_sender
+from shared.auth import Role
+from shared.contracts import ItemRouted, JournalAction, RouteOutcome
+from shared.db.models import AuditEntry, EsdhCase, EsdhDocument, Item
+from shared.runtime import Runtime
+from shared.settings import Settings
+from tests.integration.test_access import Api, make_tenant
+from tests.integration.test_rules_api import ROTTER, RULES, api, fresh_db  # noqa: F401
+from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401  (fixture)
+
+NAMED_TXT = """{% extends "receipt.txt.j2" %}
+{% block next %}Klager over parkeringsafgifter behandles af klageteamet inden for 4 uger.
+{% endblock %}"""
+NAMED_HTML = "<p>Klageteamet har modtaget {{ subject }} ({{ reference }}).</p>"
+
+
+def tenant_with_templates(directory: Path) -> Path:
+    tenant = make_tenant(directory)
+    named = tenant / "receipts" / "named"
+    named.mkdir(parents=True)
+    (named / "parkering-klage.txt.j2").write_text(NAMED_TXT, encoding="utf-8")
+    (named / "parkering-klage.html.j2").write_text(NAMED_HTML, encoding="utf-8")
+    (named / "kun-tekst.txt.j2").write_text("Kun tekst: {{ reference }}\n", encoding="utf-8")
+    return tenant
+
+
+@pytest.fixture
+async def runtime(db_url: str, tmp_path: Path,
+                  smtp_server: SmtpServer) -> AsyncIterator[Runtime]:  # noqa: F811
+    rt = Runtime(Settings(
+        data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
+        amqp_url="memory://", tenant_dir=tenant_with_templates(tmp_path / "tenant"),  # type: ignore[arg-type]
+        smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_timeout=5.0))
+    await rt.start()
+    yield rt
+    await rt.stop()
+
+
+async def _routed(rt: Runtime, *, subject: str = "Klage over afgift", **decided: Any
+                  ) -> ItemRouted:
+    item_id = uuid.uuid4()
+    async with rt.uow() as uow:
+        uow.session.add(Item(
+            id=item_id, correlation_id=uuid.uuid4(), channel="email", mailbox="post",
+            source_ref=f"t-{item_id}", message_id=f"<{item_id}@mail.example.dk>",
+            raw_sha256="ab" * 32, subject=subject, sender="borger@example.dk", state="routed",
+            entities=[]))
+        await uow.commit()
+    return ItemRouted(correlation_id=uuid.uuid4(), producer="router", item_id=item_id,
+                      outcome=RouteOutcome.ROUTED, unit="parkering", clerk="ALA",
+                      **{"journal": JournalAction.NEW_CASE, "kle": "05.09.04", "receipt": True,
+                         **decided})
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+async def test_the_named_template_is_what_the_sender_gets(
+        runtime: Runtime, smtp_server: SmtpServer) -> None:  # noqa: F811
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
+    event = await _routed(runtime, receipt_template="parkering-klage")
+    assert await receipts.deliver(event)
+    [received] = smtp_server.wait_for(1)
+    msg = _parse(received.raw)
+    assert received.rcpt_tos == ("borger@example.dk",)
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and html is not None
+    assert "inden for 4 uger" in text.get_content()
+    assert "Tak for din henvendelse" in text.get_content()  # the block it did not override
+    ref = f"PF-{event.item_id.hex[:10].upper()}"
+    assert html.get_content().strip() == (
+        f"<p>Klageteamet har modtaget Klage over afgift ({ref}).</p>")
+    # without an HTML file the named receipt is plain text only
+    plain = await _routed(runtime, receipt_template="kun-tekst")
+    assert await receipts.deliver(plain)
+    msg = _parse(smtp_server.wait_for(2)[1].raw)
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content().strip() == f"Kun tekst: PF-{plain.item_id.hex[:10].upper()}"
+
+
+async def test_a_removed_template_falls_back_and_is_recorded_on_the_item(
+        runtime: Runtime, smtp_server: SmtpServer) -> None:  # noqa: F811
+    receipts = Receipts(runtime.uow, runtime.tenant, make_sender(runtime.settings))
+    event = await _routed(runtime, receipt_template="findes-ikke")
+    assert await receipts.deliver(event)
+    msg = _parse(smtp_server.wait_for(1)[0].raw)
+    body = msg.get_body(("plain",))
+    assert body is not None and "Tak for din henvendelse" in body.get_content()
+    await runtime.chain_audit()
+    async with runtime.uow() as uow:
+        [details] = (await uow.session.execute(select(AuditEntry.details).where(
+            AuditEntry.item_id == event.item_id,
+            AuditEntry.action == "receipt_template_missing"))).scalars().all()
+    assert details == {"template": "findes-ikke", "used": "default"}
+
+
+async def _journalise(rt: Runtime, event: ItemRouted) -> Item:
+    async with rt.uow() as uow:
+        await Journal(rt.tenant, LocalArchive).handle(event, uow)
+        await uow.commit()
+    async with rt.uow() as uow:
+        item = await uow.session.get(Item, event.item_id)
+        assert item is not None
+        return item
+
+
+async def test_local_archive_new_case_title_and_kle_and_journal_none(runtime: Runtime) -> None:
+    event = await _routed(runtime, subject="Afgift, mit cpr er 010190-1234", kle="05.09.06",
+                          receipt=False, sensitive=True,
+                          case_title="Parkeringsafgift AB12345 for 0101901234\tfra borger")
+    item = await _journalise(runtime, event)
+    assert item.state == "done" and item.case_number is not None
+    assert item.case_number.startswith("05.09.06-G01-")
+    async with runtime.uow() as uow:
+        case = (await uow.session.execute(select(EsdhCase).where(
+            EsdhCase.case_number == item.case_number))).scalar_one()
+        doc = (await uow.session.execute(select(EsdhDocument).where(
+            EsdhDocument.item_id == item.id))).scalar_one()
+    assert (case.title, case.kle) == ("Parkeringsafgift AB12345 for [CPR-nr.] fra borger",
+                                      "05.09.06")
+    assert doc.title == "Afgift, mit cpr er [CPR-nr.]"
+    await runtime.chain_audit()
+    async with runtime.uow() as uow:
+        details = (await uow.session.execute(select(AuditEntry.details).where(
+            AuditEntry.item_id == item.id, AuditEntry.action == "journalised"))).scalar_one()
+    assert details["kle"] == "05.09.06" and details["confidential"] is True
+    # journal: none -- done, nothing filed
+    nothing = await _routed(runtime, journal=JournalAction.NONE, receipt=False)
+    item = await _journalise(runtime, nothing)
+    assert (item.state, item.case_number) == ("done", None)
+    async with runtime.uow() as uow:
+        assert (await uow.session.execute(select(func.count()).select_from(EsdhDocument).where(
+            EsdhDocument.item_id == item.id))).scalar_one() == 0
+
+
+async def test_rules_api_refuses_a_receipt_template_the_tenant_lacks(api: Api) -> None:  # noqa: F811
+    named = api.settings.tenant_dir / "receipts" / "named"
+    named.mkdir(parents=True)
+    (named / "rotter.txt.j2").write_text("Tak. {{ reference }}\n", encoding="utf-8")
+    admin = await api.key(Role.ADMINISTRATOR)
+    then: dict[str, Any] = dict(ROTTER["then"])  # type: ignore[call-overload]
+    unknown = {**ROTTER, "then": {**then, "receipt_template": "skadedyr"}}
+    r = await api.client.put(f"{RULES}/Rotter", headers=admin, json=unknown)
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["detail"]
+    assert problem["loc"] == ["body", "then", "receipt_template"]
+    assert "receipts/named/skadedyr.txt.j2" in problem["msg"]
+    known = {**ROTTER, "then": {**then, "receipt_template": "rotter"}}
+    r = await api.client.put(f"{RULES}/Rotter", headers=admin, json=known)
+    assert r.status_code == 200, r.text
+    rule = (await api.client.get(f"{RULES}/Rotter", headers=admin)).json()["rule"]
+    assert rule["then"]["receipt_template"] == "rotter"
