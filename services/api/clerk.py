@@ -185,7 +185,10 @@ async def reroute(item_id: uuid.UUID, body: Reroute, s: Session, p: Clerk,
         outcome=RouteOutcome.ROUTED, unit=target.id, clerk=body.clerk,
         case_number=item.case_number, journal=journal, kle=kle,
         receipt=bool(decision.get("receipt", False)),
-        reasons=(f"re-routed by {p.name} from {from_unit or 'none'}: {reason}",))
+        reasons=(f"re-routed by {p.name} from {from_unit or 'none'}: {reason}",),
+        # A rule's marks stay with the item wherever it goes (forward, ESDH, receipt).
+        sensitive=bool(decision.get("sensitive", False)),
+        receipt_template=decision.get("receipt_template"))
     s.add(Correction(item_id=item.id, from_unit=from_unit, to_unit=target.id,
                      to_clerk=body.clerk, reason=reason, actor=p.name, decision=item.decision,
                      text_sha256=event.text.sha256 if event else None, at=utcnow()))

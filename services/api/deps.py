@@ -42,7 +42,8 @@ class Principal:
 
     def may_see_unit(self, unit: str | None, *, sensitive: bool) -> bool:
         """Auditors see everything; clerks their own units; administrators every unit that is
-        not sensitive. Sensitive units' items are for their own clerks and auditors only."""
+        not sensitive. Sensitive units' items, and items a rule marked sensitive (the caller
+        passes `sensitive` for either), are for their unit's clerks and auditors only."""
         if self.has(Role.AUDITOR):
             return True
         if self.has(Role.CLERK) and unit is not None and unit in self.units:

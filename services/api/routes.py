@@ -74,7 +74,8 @@ def is_sensitive(item: Item, t: Tenant) -> bool:
 
 
 def visible(p: Principal, t: Tenant) -> ColumnElement[bool]:
-    """The SQL form of `Principal.may_see_unit` (org.yaml's sensitive units)."""
+    """The SQL form of `Principal.may_see_unit` (org.yaml's sensitive units and items a rule
+    marked sensitive)."""
     if p.has(Role.AUDITOR):
         return true()
     clauses: list[ColumnElement[bool]] = []
@@ -82,7 +83,10 @@ def visible(p: Principal, t: Tenant) -> ColumnElement[bool]:
         clauses.append(Item.unit.in_(sorted(p.units)))
     if p.has(Role.ADMINISTRATOR):
         hidden = sorted(sensitive_units(t))
-        clauses.append(or_(Item.unit.is_(None), Item.unit.not_in(hidden)) if hidden else true())
+        # Items a rule marked sensitive too (`decision.sensitive`, as `is_sensitive` reads it).
+        marked = Item.decision["sensitive"].as_boolean().is_not(True)
+        clauses.append(and_(marked, or_(Item.unit.is_(None), Item.unit.not_in(hidden)))
+                       if hidden else marked)
     return or_(*clauses) if clauses else false()
 
 
