@@ -27,6 +27,7 @@ from exchangelib import (
     Build,
     Configuration,
     Credentials,
+    Identity,
     OAuth2Credentials,
     Version,
 )
@@ -52,11 +53,21 @@ class EwsMailbox:
     def __init__(self, config: MailboxConfig, sync: SyncStore | None = None) -> None:
         if not config.address:
             raise ConfigurationError(f"mailbox {config.name}: ews needs the address")
+        if not config.ews_url:
+            # Autodiscover (DNS and HTTPS lookups under the mail domain) cannot be tested
+            # here, so it is not offered: the endpoint is named.
+            raise ConfigurationError(f"mailbox {config.name}: ews needs ews_url (autodiscover "
+                                     "is not supported)")
         if config.ews_auth == "no authentication" and not _loopback(config.ews_url):
             # Only a local test server goes without authentication; a typo in a tenant's
             # configuration must not send requests unauthenticated to a real server.
             raise ConfigurationError(f"mailbox {config.name}: 'no authentication' is only "
                                      "allowed for an http://127.0.0.1 endpoint")
+        if config.ews_auth == "OAuth 2.0" and config.access_type != "impersonation":
+            # An app-only token has no mailbox of its own: Exchange answers every request
+            # without an ExchangeImpersonation header with a fault, so delegate cannot work.
+            raise ConfigurationError(f"mailbox {config.name}: ews_auth 'OAuth 2.0' (app-only "
+                                     "token) needs access_type: impersonation")
         self.config = config
         self.name = config.name
         self._account: Account | None = None
@@ -79,14 +90,9 @@ class EwsMailbox:
         credentials, auth_type = self._credentials()
         version = _version(cfg.ews_version)
         access = IMPERSONATION if cfg.access_type == "impersonation" else DELEGATE
-        if cfg.ews_url:
-            config = Configuration(service_endpoint=cfg.ews_url, credentials=credentials,
-                                   auth_type=auth_type, version=version, max_connections=1)
-            account = Account(cfg.address, config=config, autodiscover=False,
-                              access_type=access)
-        else:
-            account = Account(cfg.address, credentials=credentials, autodiscover=True,
-                              access_type=access)
+        config = Configuration(service_endpoint=cfg.ews_url, credentials=credentials,
+                               auth_type=auth_type, version=version, max_connections=1)
+        account = Account(cfg.address, config=config, autodiscover=False, access_type=access)
         self._account = account
         return account
 
@@ -104,7 +110,7 @@ class EwsMailbox:
     def _drop(self) -> None:
         account, self._account = self._account, None
         self._inbox, self._folders = None, {}
-        if account is not None and self.config.ews_url:
+        if account is not None:
             try:
                 protocol = account.protocol
                 del Protocol[protocol.config]  # the next connection starts afresh
@@ -273,6 +279,9 @@ def _oauth2_credentials(cfg: MailboxConfig) -> Any:
         def scope(self) -> list[str]:
             return [scope]
 
+    # The identity makes exchangelib impersonate the mailbox in the calls outside the account
+    # too (the version probe when ews_version is not set), which Exchange demands of app tokens.
     return TenantOAuth2Credentials(client_id=oauth.client_id,
                                    client_secret=oauth.client_secret(),
-                                   tenant_id=oauth.tenant_id)
+                                   tenant_id=oauth.tenant_id,
+                                   identity=Identity(primary_smtp_address=cfg.address))

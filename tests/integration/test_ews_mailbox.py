@@ -1,6 +1,7 @@
 """Exchange on premises (EWS through exchangelib) against the local EWS server
 (tests/support/ews_server.py): poll into items, move only after store, incremental sync that
-survives a restart, shared mailboxes by delegate access and impersonation, a dead endpoint."""
+survives a restart, shared mailboxes by delegate access and impersonation, OAuth 2.0 (client
+credentials, app-only impersonation), a dead endpoint."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from services import ingest
 from services.ingest.ews import EwsMailbox
 from services.ingest.syncstate import DbSyncStore
 from shared.db.models import MailboxStatus, MailboxSync
+from shared.errors import ConfigurationError
 from shared.runtime import Runtime
+from shared.tenant import MailboxConfig
 from tests.conftest import async_wait_for, free_port
 from tests.integration.test_ingest_imap import NOT_A_MAIL, items_of, mail, make_runtime
 from tests.support.ews_server import EwsServer
+from tests.support.graph_server import GraphServer
 
 POST = "post@eksempelby.dk"
 BYG = "byggesag@eksempelby.dk"
@@ -283,3 +287,56 @@ async def test_no_authentication_only_on_loopback(sqlite_url: str, tmp_path: Pat
             assert ews.operations() and all(who == POST for _op, who, _mb in ews.requests)
         finally:
             await runtime.stop()
+
+
+async def test_oauth2_client_credentials_and_app_impersonation(
+        ews: EwsServer, sqlite_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """OAuth 2.0 (client credentials at a local Entra-style token endpoint): exchangelib sends
+    the bearer token, and the ExchangeImpersonation header and X-AnchorMailbox that Exchange
+    demands of an app-only token; the app acts only with full_access_as_app."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the local servers speak http
+    monkeypatch.setenv("PF_TEST_EWS_APP_SECRET", "app-secret")
+    monkeypatch.setenv("PF_TEST_EWS_WRONG_SECRET", "not-the-secret")
+    with GraphServer() as entra:
+        entra.add_client("postfordeler-ews", "app-secret")
+        ews.tokens = entra.tokens  # tokens the endpoint issued are valid at Exchange
+        ews.deliver(BYG, mail("Med OAuth"))
+        token_url = f"{entra.url}/tenant-1/oauth2/v2.0/token"
+
+        def oauth(name: str, secret_env: str) -> dict[str, Any]:
+            return ews_config(ews, name, BYG, ews_auth="OAuth 2.0", username="",
+                              password_env=None, access_type="impersonation",
+                              oauth2={"token_url": token_url, "client_id": "postfordeler-ews",
+                                      "client_secret_env": secret_env})
+
+        app, wrong = unique("ews-oauth"), unique("ews-oauth-wrong")
+        runtime = make_runtime(tmp_path, sqlite_url, [oauth(app, "PF_TEST_EWS_APP_SECRET"),
+                                                      oauth(wrong, "PF_TEST_EWS_WRONG_SECRET")])
+        await runtime.start()
+        try:
+            report = await ingest.poll_once(runtime)
+            assert "invalid_client" in report.errors[wrong]
+            # a valid token, but the app has no full_access_as_app on the mailbox yet
+            assert "ErrorImpersonateUserDenied" in report.errors[app]
+            assert entra.token_requests >= 2
+
+            ews.grant_app("postfordeler-ews")
+            report = await ingest.poll_once(runtime)
+            assert report.new == 1 and app not in report.errors
+            assert [i.subject for i in await items_of(runtime, app)] == ["Med OAuth"]
+            assert {(who, mb) for op, who, mb in ews.requests if op == "MoveItem"} == {
+                ("app:postfordeler-ews", BYG)}
+            assert all(b"<t:PrimarySmtpAddress>" + BYG.encode() in body
+                       for body in ews.bodies)  # every request impersonates the mailbox
+            assert set(ews.anchors) == {BYG}
+        finally:
+            await runtime.stop()
+
+    # An app-only token without impersonation is what Exchange refuses: refused up front.
+    config = oauth(app, "PF_TEST_EWS_APP_SECRET")
+    with pytest.raises(ConfigurationError, match="needs access_type: impersonation"):
+        EwsMailbox(MailboxConfig.model_validate(config | {"access_type": "delegate"}))
+    # Autodiscover is not offered: without ews_url the mailbox is refused with the reason.
+    with pytest.raises(ConfigurationError, match="autodiscover is not supported"):
+        EwsMailbox(MailboxConfig.model_validate(config | {"ews_url": None}))

@@ -11,13 +11,17 @@ the EWS mailbox adapter, answered the way Exchange 2016 answers them.
   without a state every item still in the folder is a Create; an item that came and went
   between two states is not reported), GetItem (`item:MimeContent` or IncludeMimeContent as
   base64), MoveItem (the moved item gets a new ItemId, as in Exchange).
-- Access: HTTP basic logins (401 otherwise), or one anonymous principal for exchangelib's
-  NOAUTH. A logon user opens its own mailbox, another one only with delegate rights
-  (`grant_delegate`), and acts as another user (`<t:ExchangeImpersonation>` header) only with
-  the ApplicationImpersonation role (`grant_impersonation`); otherwise the SOAP fault
-  `ErrorImpersonateUserDenied` or the response code `ErrorAccessDenied`.
+- Access: HTTP basic logins or OAuth 2.0 bearer tokens from a token endpoint (`tokens`; 401
+  otherwise), or one anonymous principal for exchangelib's NOAUTH. An app-only token acts
+  only through `<t:ExchangeImpersonation>`, as on Exchange (without it the fault
+  `ErrorInvalidExchangeImpersonationHeaderData`), and only when the app has
+  full_access_as_app (`grant_app`). A logon user opens its own mailbox, another one only
+  with delegate rights (`grant_delegate`), and acts as another user (`<t:ExchangeImpersonation>`
+  header) only with the ApplicationImpersonation role (`grant_impersonation`); otherwise the
+  SOAP fault `ErrorImpersonateUserDenied` or the response code `ErrorAccessDenied`.
 - `requests` records (operation, logon user, target mailbox), `synced` the creates and deletes
-  in each SyncFolderItems answer, `bodies` the SOAP requests, for assertions.
+  in each SyncFolderItems answer, `bodies` the SOAP requests, `anchors` their X-AnchorMailbox
+  headers, for assertions.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from xml.sax.saxutils import escape, quoteattr
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
+APP = "app:"  # the principal of an app-only bearer token
 DISTINGUISHED = {"root": "Top of Information Store", "msgfolderroot": "Top of Information Store",
                  "inbox": "Inbox"}
 
@@ -93,6 +98,11 @@ class EwsServer:
         self.mailboxes: dict[str, _Mailbox] = {}
         self.delegates: dict[str, set[str]] = {}  # mailbox address -> logon addresses
         self.impersonators: set[str] = set()
+        # OAuth 2.0: bearer tokens a token endpoint issued (token -> client id; e.g. the
+        # GraphServer's `tokens`), and the apps granted full_access_as_app
+        self.tokens: dict[str, str] = {}
+        self.apps: set[str] = set()
+        self.anchors: list[str] = []  # the X-AnchorMailbox header of each request
         self.seq = 0
         self.requests: list[tuple[str, str, str]] = []  # (operation, principal, mailbox)
         self.bodies: list[bytes] = []  # the raw SOAP requests, to check what exchangelib sends
@@ -137,6 +147,11 @@ class EwsServer:
 
     def grant_impersonation(self, user_address: str) -> None:
         self.impersonators.add(user_address.lower())
+
+    def grant_app(self, client_id: str) -> None:
+        """The app registration's `full_access_as_app` (application permission): its
+        app-only tokens may impersonate any mailbox."""
+        self.apps.add(APP + client_id)
 
     def deliver(self, address: str, mime: bytes, folder: str = "Inbox") -> str:
         with self.lock:
@@ -228,9 +243,12 @@ def _handler(server: EwsServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, b"")
             logon = self._logon()
             if logon is None:
-                return self._send(401, b"", {"WWW-Authenticate": 'Basic realm="127.0.0.1"'})
+                bearer = self.headers.get("Authorization", "").lower().startswith("bearer")
+                return self._send(401, b"", {"WWW-Authenticate": 'Bearer error="invalid_token"'
+                                             if bearer else 'Basic realm="127.0.0.1"'})
             with server.lock:
                 server.bodies.append(body)
+                server.anchors.append(self.headers.get("X-AnchorMailbox", ""))
                 status, answer = _Request(server, logon, body).answer()
             self._send(status, answer.encode())
 
@@ -239,6 +257,9 @@ def _handler(server: EwsServer) -> type[BaseHTTPRequestHandler]:
             if not auth:
                 return server.anonymous.lower() if server.anonymous else None
             scheme, _, value = auth.partition(" ")
+            if scheme.lower() == "bearer":  # app-only: acts only through impersonation
+                client = server.tokens.get(value.strip())
+                return APP + client if client else None
             if scheme.lower() != "basic":
                 return None
             try:
@@ -284,10 +305,14 @@ class _Request:
     def _principal(self, env: ET.Element) -> str:
         sid = env.find(f"{{{S}}}Header/{{{T}}}ExchangeImpersonation/{{{T}}}ConnectingSID")
         if sid is None:
+            if self.logon.startswith(APP):
+                raise _Fail("ErrorInvalidExchangeImpersonationHeaderData",
+                            "ExchangeImpersonation SOAP header must be present for this type of "
+                            "OAuth token.")
             return self.logon
         who = (sid.findtext(f"{{{T}}}PrimarySmtpAddress") or sid.findtext(f"{{{T}}}SmtpAddress")
                or "").lower()
-        if self.logon not in self.server.impersonators:
+        if self.logon not in self.server.impersonators | self.server.apps:
             raise _Fail("ErrorImpersonateUserDenied",
                         "The account does not have permission to impersonate the requested user.")
         if who not in self.server.mailboxes:
