@@ -32,10 +32,25 @@ class Clerk(_Model):
     name: str = ""
 
 
+class FolderTarget(_Model):
+    """A folder of a mailbox in mailboxes.yaml that a unit's items are put into."""
+
+    mailbox: str = Field(min_length=1, description="A name from mailboxes.yaml.")
+    path: str = Field(min_length=1, description='"A/B" under the top of the mailbox, or INBOX.')
+
+
+class UnitDelivery(_Model):
+    """How a unit gets its items (org.yaml `delivery`); every item is in the clerk API too."""
+
+    forward: bool = Field(True, description="Forward by SMTP to the unit's `mailbox`.")
+    folder: FolderTarget | None = None
+
+
 class Unit(_Model):
     id: str
     name: str
     mailbox: str | None = None
+    delivery: UnitDelivery = UnitDelivery()
     kle: tuple[str, ...] = ()
     clerks: tuple[Clerk, ...] = ()
     sensitive: bool = False
@@ -220,6 +235,25 @@ class Tenant:
     def mailboxes(self) -> tuple[MailboxConfig, ...]:
         raw = list(self._load("mailboxes.yaml").get("mailboxes") or [])  # type: ignore[call-overload]
         return tuple(self._parse("mailboxes.yaml", MailboxConfig, m) for m in raw)
+
+    @cached_property
+    def delivery_mailboxes(self) -> tuple[MailboxConfig, ...]:
+        """Mailboxes that only receive (mailboxes.yaml `delivery_mailboxes`): units' folders
+        live there, and ingest does not read them."""
+        data = self._load("mailboxes.yaml").get("delivery_mailboxes") or []
+        return tuple(self._parse("mailboxes.yaml", MailboxConfig, m)
+                     for m in list(data))  # type: ignore[call-overload]
+
+    def delivery_mailbox(self, name: str) -> MailboxConfig:
+        """The mailbox a unit's `delivery.folder` names: a delivery mailbox, or one that
+        ingest reads too (its inbox is read, other folders are not)."""
+        for config in (*self.delivery_mailboxes, *self.mailboxes):
+            if config.name == name:
+                if config.kind == "maildir":
+                    raise ConfigurationError(f"mailbox {name}: folder delivery needs imap, "
+                                             "ews or graph")
+                return config
+        raise ConfigurationError(f"unknown mailbox {name!r} (mailboxes.yaml)")
 
     def rules_path(self) -> Path:
         return self.directory / "rules.yaml"

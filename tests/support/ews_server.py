@@ -10,7 +10,11 @@ the EWS mailbox adapter, answered the way Exchange 2016 answers them.
   SyncFolderItems (opaque SyncState, MaxChangesReturned pages, `IncludesLastItemInRange`;
   without a state every item still in the folder is a Create; an item that came and went
   between two states is not reported), GetItem (`item:MimeContent` or IncludeMimeContent as
-  base64), MoveItem (the moved item gets a new ItemId, as in Exchange).
+  base64), MoveItem (the moved item gets a new ItemId, as in Exchange), CreateItem of a message
+  from MimeContent into SavedItemFolderId (MessageDisposition SaveOnly; as in Exchange the
+  import is a draft, PR_MESSAGE_FLAGS with mfUnsent, unless the request sets the extended
+  property 0x0E07 itself), FindItem (shallow, an `IsEqualTo` restriction on
+  `message:InternetMessageId` or none).
 - Access: HTTP basic logins or OAuth 2.0 bearer tokens from a token endpoint (`tokens`; 401
   otherwise), or one anonymous principal for exchangelib's NOAUTH. An app-only token acts
   only through `<t:ExchangeImpersonation>`, as on Exchange (without it the fault
@@ -58,12 +62,24 @@ class Folder:
     items: dict[str, Item] = field(default_factory=dict)
 
 
+MSGFLAG_READ, MSGFLAG_UNSENT = 0x1, 0x8  # PidTagMessageFlags bits (MS-OXCMSG 2.2.1.6)
+
+
 @dataclass
 class Item:
     id: str
     mime: bytes
     received: str
     change_key: str = field(default_factory=lambda: _b64(os.urandom(16)))
+    flags: int = 0  # a delivered message: unread, not a draft
+
+    @property
+    def is_draft(self) -> bool:
+        return bool(self.flags & MSGFLAG_UNSENT)
+
+    @property
+    def is_read(self) -> bool:
+        return bool(self.flags & MSGFLAG_READ)
 
 
 @dataclass
@@ -176,6 +192,12 @@ class EwsServer:
         with self.lock:
             found = self._path(self.mailboxes[address.lower()], path)
             return [] if found is None else [i.mime for i in found.items.values()]
+
+    def folder_items(self, address: str, path: str) -> list[Item]:
+        """The items in the folder at `path` (with their flags), oldest first."""
+        with self.lock:
+            found = self._path(self.mailboxes[address.lower()], path)
+            return [] if found is None else list(found.items.values())
 
     def operations(self, mailbox: str | None = None) -> list[str]:
         return [op for op, _who, mb in self.requests if mailbox is None or mb == mailbox.lower()]
@@ -485,6 +507,78 @@ class _Request:
                     f"ChangeKey={quoteattr(moved.change_key)}/></t:Message></m:Items>")
 
         return self._each("MoveItem", list(op.find(f"{{{M}}}ItemIds") or []), move)
+
+
+    def _op_CreateItem(self, op: ET.Element) -> list[str]:  # noqa: N802
+        disposition = op.get("MessageDisposition")
+        if disposition is None:
+            return [_error("CreateItem", _Fail(
+                "ErrorMessageDispositionRequired",
+                "MessageDisposition attribute is required for Message items."))]
+        if disposition != "SaveOnly":
+            raise NotImplementedError("only MessageDisposition SaveOnly is served")
+        saved = op.find(f"{{{M}}}SavedItemFolderId")
+        try:
+            if saved is None:  # Exchange saves to Drafts; this server has no Drafts folder
+                raise NotImplementedError("CreateItem without SavedItemFolderId")
+            mb, folder = self._folder(next(iter(saved)))
+        except _Fail as fail:
+            return [_error("CreateItem", fail)]
+
+        def create(spec: ET.Element) -> str:
+            if spec.tag != f"{{{T}}}Message":
+                raise NotImplementedError("only messages are created here")
+            content = spec.findtext(f"{{{T}}}MimeContent")
+            if not content:
+                raise NotImplementedError("only messages from MimeContent are created here")
+            flags = MSGFLAG_READ | MSGFLAG_UNSENT  # a MIME import is a draft by default
+            for prop in spec.findall(f"{{{T}}}ExtendedProperty"):
+                uri = prop.find(f"{{{T}}}ExtendedFieldURI")
+                tag = (uri.get("PropertyTag", "") if uri is not None else "").lower()
+                if tag in ("0x0e07", "0xe07", "3591"):
+                    flags = int(prop.findtext(f"{{{T}}}Value") or 0)
+            if (is_read := spec.findtext(f"{{{T}}}IsRead")) is not None:
+                flags = flags | MSGFLAG_READ if is_read == "true" else flags & ~MSGFLAG_READ
+            item = Item(_item_id(), base64.b64decode(content),
+                        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), flags=flags)
+            self.server._add(mb, folder, item)
+            return (f"<m:Items><t:Message><t:ItemId Id={quoteattr(item.id)} "
+                    f"ChangeKey={quoteattr(item.change_key)}/></t:Message></m:Items>")
+
+        return self._each("CreateItem", list(op.find(f"{{{M}}}Items") or []), create)
+
+    def _op_FindItem(self, op: ET.Element) -> list[str]:  # noqa: N802
+        if op.get("Traversal") != "Shallow":
+            raise NotImplementedError("only shallow traversal is served")
+        wanted = None
+        restriction = op.find(f"{{{M}}}Restriction")
+        if restriction is not None:
+            equal = restriction.find(f"{{{T}}}IsEqualTo")
+            uri = equal.find(f"{{{T}}}FieldURI") if equal is not None else None
+            if equal is None or uri is None or uri.get("FieldURI") != "message:InternetMessageId":
+                raise NotImplementedError("only IsEqualTo on message:InternetMessageId is served")
+            constant = equal.find(f"{{{T}}}FieldURIOrConstant/{{{T}}}Constant")
+            wanted = constant.get("Value") if constant is not None else None
+        view = op.find(f"{{{M}}}IndexedPageItemView")
+        limit = int(view.get("MaxEntriesReturned") or 1000) if view is not None else 1000
+        fields = _fields(op.find(f"{{{M}}}ItemShape"))
+
+        def find(ref: ET.Element) -> str:
+            _mb, folder = self._folder(ref)
+            found = [i for i in folder.items.values()
+                     if wanted is None or _internet_id(i.mime) == wanted]
+            page = found[:limit]
+            return (f'<m:RootFolder IndexedPagingOffset="{len(page)}" '
+                    f'TotalItemsInView="{len(found)}" '
+                    f'IncludesLastItemInRange="{str(len(page) == len(found)).lower()}">'
+                    "<t:Items>" + "".join(_item_xml(folder, i, fields) for i in page)
+                    + "</t:Items></m:RootFolder>")
+
+        return self._each("FindItem", list(op.find(f"{{{M}}}ParentFolderIds") or []), find)
+
+
+def _internet_id(mime: bytes) -> str:
+    return str(message_from_bytes(mime).get("Message-ID", "")).strip()
 
 
 def _read_state(state: str | None, folder_id: str) -> int:

@@ -10,12 +10,21 @@ documented requests and responses:
   `@odata.deltaLink`, removals as `@removed` rows, 410 for an unknown token),
   `/messages/{id}/$value` (MIME) and `/messages/{id}/move` (201 with the moved message; a new
   id unless the request prefers `IdType="ImmutableId"`);
+- `POST .../mailFolders/{id}/messages`: a JSON message is created in the folder, a draft
+  (`isDraft`) unless `singleValueExtendedProperties` sets PR_MESSAGE_FLAGS ("Integer 0x0E07")
+  without mfUnsent; `internetMessageHeaders` only with names starting "x-" (else 400
+  InvalidInternetMessageHeader); fileAttachments inline (a request over 4 MB is 413); Exchange
+  assigns the internetMessageId. MIME as base64 `text/plain` is created as a draft.
+  `GET .../mailFolders/{id}/messages` with `$filter=singleValueExtendedProperties/Any(ep: ep/id
+  eq '...' and ep/value eq '...')` or none;
 - errors as `{"error": {"code", "message"}}`; 401 without a valid bearer token;
   `throttle(n, retry_after)` answers the next n Graph requests with 429 and Retry-After.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import secrets
@@ -46,6 +55,14 @@ class Message:
     mime: bytes
     received: str
     internet_id: str
+    is_draft: bool = False
+    is_read: bool = False
+    extended: dict[str, str] = field(default_factory=dict)  # property id (lower) -> value
+    headers: list[tuple[str, str]] = field(default_factory=list)  # internetMessageHeaders
+
+
+MSGFLAG_READ, MSGFLAG_UNSENT = 0x1, 0x8
+MAX_REQUEST = 4 * 1024 * 1024
 
 
 @dataclass
@@ -132,6 +149,14 @@ class GraphServer:
             if folder is None:
                 return []
             return [m.mime for m in u.messages.values() if m.folder == folder.id]
+
+    def messages_in(self, user: str, path: str) -> list[Message]:
+        """The messages (with flags and extended properties) in the folder at `path`."""
+        with self.lock:
+            u = self.users[user.lower()]
+            folder = self._resolve(u, path)
+            return [] if folder is None else [m for m in u.messages.values()
+                                              if m.folder == folder.id]
 
     def throttle(self, requests: int, retry_after: int = 1) -> None:
         self.throttled, self.retry_after = requests, retry_after
@@ -266,6 +291,11 @@ def _handler(server: GraphServer) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, u: _User, method: str, rest: str, query: dict[str, str],
                    body: bytes, immutable: bool) -> None:
+            if m := re.fullmatch(r"mailFolders/([^/]+)/messages", rest):
+                folder = self._folder(u, m.group(1))
+                if method == "POST":
+                    return self._create(u, folder, body, immutable)
+                return self._list(u, folder, query, immutable)
             if m := re.fullmatch(r"mailFolders/([^/]+)/messages/delta", rest):
                 return self._delta(u, m.group(1), query, immutable)
             if m := re.fullmatch(r"mailFolders/([^/]+)/childFolders", rest):
@@ -302,6 +332,54 @@ def _handler(server: GraphServer) -> type[BaseHTTPRequestHandler]:
                 server._change(target.id, msg.immutable_id, True)
                 return self._json(201, _message_json(msg, immutable))
             raise _Error(400, "BadRequest", f"Resource not found for the segment '{rest}'.")
+
+        def _create(self, u: _User, folder: Folder, body: bytes, immutable: bool) -> None:
+            if len(body) > MAX_REQUEST:
+                raise _Error(413, "RequestEntityTooLarge", "The request is too large.")
+            if self.headers.get("Content-Type", "").startswith("text/plain"):
+                try:  # MIME, base64: always a draft
+                    mime = base64.b64decode(body, validate=True)
+                except binascii.Error:
+                    raise _Error(400, "ErrorMimeContentInvalidBase64String",
+                                 "Invalid base64 string for MIME content.") from None
+                msg = Message(_id(), _id(), folder.id, mime, _now(), _internet_id(mime),
+                              is_draft=True, is_read=True)
+            else:
+                msg = self._from_json(folder, json.loads(body))
+            u.messages[msg.immutable_id] = msg
+            server._change(folder.id, msg.immutable_id, True)
+            return self._json(201, _message_json(msg, immutable))
+
+        def _from_json(self, folder: Folder, data: dict[str, Any]) -> Message:
+            headers = [(h["name"], h["value"]) for h in data.get("internetMessageHeaders", [])]
+            for name, _ in headers:
+                if not name.lower().startswith("x-"):
+                    raise _Error(400, "InvalidInternetMessageHeader",
+                                 f"The internet message header name '{name}' should start "
+                                 "with 'x-' or 'X-'.")
+            extended = {p["id"].lower(): str(p["value"])
+                        for p in data.get("singleValueExtendedProperties", [])}
+            flags = MSGFLAG_READ | MSGFLAG_UNSENT  # a new message is a draft
+            if (value := extended.get("integer 0x0e07")) is not None:
+                flags = int(value)
+            internet_id = f"<{uuid.uuid4().hex}@graph.local>"  # assigned by Exchange
+            mime = _mime(data, headers, internet_id)
+            return Message(_id(), _id(), folder.id, mime, _now(), internet_id,
+                           is_draft=bool(flags & MSGFLAG_UNSENT),
+                           is_read=bool(flags & MSGFLAG_READ), extended=extended,
+                           headers=headers)
+
+        def _list(self, u: _User, folder: Folder, query: dict[str, str],
+                  immutable: bool) -> None:
+            found = [m for m in u.messages.values() if m.folder == folder.id]
+            if flt := query.get("$filter"):
+                fm = re.fullmatch(r"singleValueExtendedProperties/Any\(ep: ep/id eq "
+                                  r"'((?:[^']|'')*)' and ep/value eq '((?:[^']|'')*)'\)", flt)
+                if not fm:
+                    raise _Error(400, "ErrorInvalidUrlQueryFilter", "unsupported filter")
+                prop, value = (g.replace("''", "'") for g in fm.groups())
+                found = [m for m in found if m.extended.get(prop.lower()) == value]
+            self._json(200, {"value": [_message_json(m, immutable) for m in found]})
 
         def _folder(self, u: _User, ref: str) -> Folder:
             if ref in u.folders:
@@ -373,6 +451,38 @@ def _handler(server: GraphServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _mime(data: dict[str, Any], headers: list[tuple[str, str]], internet_id: str) -> bytes:
+    """The MIME form Exchange would give a JSON-created message (what `$value` returns)."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    sender = data.get("from", {}).get("emailAddress", {})
+    if sender:
+        msg["From"] = f'{sender.get("name", "")} <{sender.get("address", "")}>'
+    msg["To"] = ", ".join(r["emailAddress"]["address"] for r in data.get("toRecipients", []))
+    msg["Subject"] = data.get("subject", "")
+    msg["Message-ID"] = internet_id
+    for reply in data.get("replyTo", []):
+        msg["Reply-To"] = reply["emailAddress"]["address"]
+    for name, value in headers:
+        msg[name] = value
+    msg.set_content(data.get("body", {}).get("content", ""))
+    for att in data.get("attachments", []):
+        if att.get("@odata.type") != "#microsoft.graph.fileAttachment":
+            raise _Error(400, "ErrorInvalidRequest", "only fileAttachments are served here")
+        maintype, _, subtype = att.get("contentType", "application/octet-stream").partition("/")
+        content = base64.b64decode(att["contentBytes"])
+        if (maintype, subtype) == ("message", "rfc822"):
+            from email import message_from_bytes, policy
+
+            msg.add_attachment(message_from_bytes(content, policy=policy.default),
+                               filename=att["name"])
+        else:
+            msg.add_attachment(content, maintype=maintype, subtype=subtype,
+                               filename=att["name"])
+    return msg.as_bytes()
+
+
 def _folder_json(f: Folder) -> dict[str, Any]:
     return {"id": f.id, "displayName": f.name, "parentFolderId": f.parent or "",
             "childFolderCount": 0, "unreadItemCount": 0, "totalItemCount": 0,
@@ -382,4 +492,5 @@ def _folder_json(f: Folder) -> dict[str, Any]:
 def _message_json(m: Message, immutable: bool) -> dict[str, Any]:
     return {"@odata.type": "#microsoft.graph.message", "@odata.etag": 'W/"CQAAABYAAAA"',
             "id": m.immutable_id if immutable else m.rest_id, "receivedDateTime": m.received,
-            "internetMessageId": m.internet_id, "parentFolderId": m.folder}
+            "internetMessageId": m.internet_id, "parentFolderId": m.folder,
+            "isDraft": m.is_draft, "isRead": m.is_read}
