@@ -4,6 +4,11 @@ A re-route is one transaction: the item's unit and history, a correction row (tr
 an audit entry and an ItemRouted event in the outbox, published after commit, so the item is
 delivered anew to the new unit (and, coming out of triage, journalised). Only clerks act on
 items, and only on items of their own units; the fallback unit's clerks are the triage team.
+
+A re-route to the fallback unit sends the item back to manual triage (a clerk who cannot tell
+where it belongs): the same record, with a triage event that delivers nothing, and the item
+waits in the triage queue. An item journalised before it went back is not journalised again
+when the triage team sends it on (the decision remembers it).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import audit
 from shared.contracts import ItemEvent, ItemRouted, ItemState, JournalAction, RouteOutcome
 from shared.db import UnitOfWork
-from shared.db.models import Correction, Item, utcnow
+from shared.db.models import Correction, Item, ItemTransition, utcnow
 from shared.errors import InvalidInput
 
 from .deps import Clerk, Principal, Reader, Session, current_principal
@@ -159,9 +165,12 @@ async def mark_done(item_id: uuid.UUID, s: Session, p: Clerk, request: Request) 
 async def reroute(item_id: uuid.UUID, body: Reroute, s: Session, p: Clerk,
                   request: Request) -> ItemDetail:
     """Send the item to another unit (or clerk), with the reason. From the triage queue this
-    is how the main-mailbox team assigns an item."""
+    is how the main-mailbox team assigns an item; to the fallback unit (e.g. `hovedpost`) it
+    goes back to the triage queue."""
     t = tenant(request)
     item = await _mine(s, p, request, item_id)
+    if body.unit == t.fallback_unit:
+        return await _back_to_triage(item, body, s, p, request)
     target = t.units.get(body.unit)
     if target is None:
         raise HTTPException(400, "unknown unit")
@@ -174,7 +183,8 @@ async def reroute(item_id: uuid.UUID, body: Reroute, s: Session, p: Clerk,
         raise HTTPException(409, "the item is already there")
     reason, from_unit = redact(body.reason.strip()), item.unit
     decision = dict(item.decision or {})
-    fresh = state in (ItemState.TRIAGE, ItemState.NOT_RELEVANT)  # not yet journalised
+    waiting = state in (ItemState.TRIAGE, ItemState.NOT_RELEVANT)
+    fresh = waiting and not decision.get("journalised")  # not yet journalised
     journal = JournalAction.NONE
     if fresh:
         journal = JournalAction.MATCHED_CASE if item.case_number else JournalAction.NEW_CASE
@@ -184,7 +194,7 @@ async def reroute(item_id: uuid.UUID, body: Reroute, s: Session, p: Clerk,
         correlation_id=item.correlation_id, producer=f"clerk:{p.name}", item_id=item.id,
         outcome=RouteOutcome.ROUTED, unit=target.id, clerk=body.clerk,
         case_number=item.case_number, journal=journal, kle=kle,
-        receipt=bool(decision.get("receipt", False)),
+        receipt=bool(decision.get("receipt", False)) and not decision.get("journalised"),
         reasons=(f"re-routed by {p.name} from {from_unit or 'none'}: {reason}",),
         # A rule's marks stay with the item wherever it goes (forward, ESDH, receipt).
         sensitive=bool(decision.get("sensitive", False)),
@@ -198,7 +208,7 @@ async def reroute(item_id: uuid.UUID, body: Reroute, s: Session, p: Clerk,
     item.decision = {**decision, "outcome": RouteOutcome.ROUTED.value, "unit": target.id,
                      "clerk": body.clerk, "journal": journal.value, "kle": kle,
                      "rerouted": {"by": p.name, "from_unit": from_unit, "reason": reason}}
-    uow.transition(item, ItemState.ROUTED if fresh else state, event=routed,
+    uow.transition(item, ItemState.ROUTED if waiting else state, event=routed,
                    producer=routed.producer,
                    reason=f"re-routed from {from_unit or 'none'} to {target.id}: {reason}")
     uow.emit(routed)
@@ -210,3 +220,56 @@ async def reroute(item_id: uuid.UUID, body: Reroute, s: Session, p: Clerk,
     await publisher(request)(uow.emitted)
     return await detail(s, item_id, blobs(request))
 
+
+
+async def _back_to_triage(item: Item, body: Reroute, s: AsyncSession, p: Principal,
+                          request: Request) -> ItemDetail:
+    """The item goes back to the triage queue (the fallback unit), with the reason."""
+    fallback = tenant(request).fallback_unit
+    if body.clerk is not None:
+        raise HTTPException(400, "the triage queue is not assigned to a clerk")
+    state = ItemState(item.state)
+    if state not in REROUTABLE:
+        raise HTTPException(409, f"an item in state {item.state} cannot be re-routed yet")
+    if state == ItemState.TRIAGE:
+        raise HTTPException(409, "the item is already in triage")
+    reason, from_unit = redact(body.reason.strip()), item.unit
+    decision = dict(item.decision or {})
+    journalised = bool(decision.get("journalised")) or await _journalised(s, item.id)
+    routed = ItemRouted(
+        correlation_id=item.correlation_id, producer=f"clerk:{p.name}", item_id=item.id,
+        outcome=RouteOutcome.TRIAGE, unit=fallback, clerk=None,
+        case_number=item.case_number, journal=JournalAction.NONE, kle=decision.get("kle"),
+        receipt=False,  # the sender had the receipt when the item first came in
+        reasons=(f"sent back to triage by {p.name} from {from_unit or 'none'}: {reason}",),
+        sensitive=bool(decision.get("sensitive", False)),
+        receipt_template=decision.get("receipt_template"))
+    event = await extracted(s, item.id)
+    s.add(Correction(item_id=item.id, from_unit=from_unit, to_unit=fallback, to_clerk=None,
+                     reason=reason, actor=p.name, decision=item.decision,
+                     text_sha256=event.text.sha256 if event else None, at=utcnow()))
+    uow = UnitOfWork(s)
+    item.unit, item.clerk = fallback, None
+    item.claimed_by = item.claimed_at = item.handled_by = item.handled_at = None
+    item.decision = {**decision, "outcome": RouteOutcome.TRIAGE.value, "unit": fallback,
+                     "clerk": None, "journalised": journalised,
+                     "rerouted": {"by": p.name, "from_unit": from_unit, "reason": reason,
+                                  "to_triage": True}}
+    uow.transition(item, ItemState.TRIAGE, event=routed, producer=routed.producer,
+                   reason=f"sent back to triage from {from_unit or 'none'}: {reason}")
+    uow.emit(routed)
+    await audit.append(s, action="rerouted", actor=p.name, item_id=item.id, unit=fallback,
+                       case_number=item.case_number, sender=item.sender,
+                       details={"from_unit": from_unit, "to_unit": fallback, "reason": reason,
+                                "to_triage": True, "event_id": str(routed.message_id)})
+    await uow.commit()
+    await publisher(request)(uow.emitted)
+    return await detail(s, item.id, blobs(request))
+
+
+async def _journalised(s: AsyncSession, item_id: uuid.UUID) -> bool:
+    """Whether the item was ever filed in the ESDH (its history says so)."""
+    found = await s.execute(select(ItemTransition.id).where(
+        ItemTransition.item_id == item_id,
+        ItemTransition.to_state == ItemState.JOURNALISED.value).limit(1))
+    return found.first() is not None

@@ -221,3 +221,97 @@ async def test_triage_queue_is_assigned_by_the_main_mailbox_team(
         item = await uow.session.get(Item, item_id)
         assert item is not None and item.state == "done" and item.case_number
         assert item.case_number.startswith("07-")
+
+
+async def _routed_event(api: ClerkApi, item_id: uuid.UUID, seen: int) -> ItemRouted:
+    """The (seen+1)-th routing event of the item, once published."""
+    for _ in range(100):
+        if len([e for e in api.routed if e.item_id == item_id]) > seen:
+            break
+        await asyncio.sleep(0.02)
+    return [e for e in api.routed if e.item_id == item_id][seen]
+
+
+async def test_back_to_triage_is_recorded_queued_and_not_journalised_twice(
+        api: ClerkApi, settings: Settings) -> None:
+    tenant = Tenant(settings.tenant_dir)
+    fallback = tenant.fallback_unit
+    item_id = await api.mail(fallback, ItemState.TRIAGE, subject="Storskrald")
+    team = await api.key(Role.CLERK, units=(fallback,), name="POST")
+    bkr = await api.key(Role.CLERK, units=("affald",), name="BKR")
+    url = f"/api/v1/items/{item_id}"
+    assert (await api.client.post(f"{url}/reroute", headers=team, json={
+        "unit": "affald", "reason": "storskrald"})).status_code == 200
+    first = await _routed_event(api, item_id, 0)
+    async with api.uow() as uow:  # journalised on a new case, as after the router
+        await Journal(tenant, LocalArchive).handle(first, uow)
+        await uow.commit()
+    case = (await api.client.get(url, headers=bkr)).json()["case_number"]
+    assert case
+
+    # the unit cannot place it: back to manual triage, with a reason
+    for body, status in [({"unit": fallback, "clerk": "POST", "reason": "x"}, 400),
+                         ({"unit": fallback, "reason": ""}, 422)]:
+        r = await api.client.post(f"{url}/reroute", headers=bkr, json=body)
+        assert r.status_code == status, (body, r.text)
+    r = await api.client.post(f"{url}/reroute", headers=bkr, json={
+        "unit": fallback, "reason": "ikke storskrald men haveaffald, borger 010203-1234"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["state"], r.json()["unit"], r.json()["clerk"]) == ("triage", fallback, None)
+    assert (await api.client.get(url, headers=bkr)).status_code == 404  # not mine any more
+    queue = (await api.client.get("/api/v1/triage", headers=team,
+                                  params={"limit": 1000})).json()
+    assert str(item_id) in {i["id"] for i in queue["items"]}
+    body = (await api.client.get(url, headers=team)).json()
+    assert body["history"][-1]["reason"] == ("sent back to triage from affald: ikke storskrald "
+                                             "men haveaffald, borger [CPR]")
+    assert body["decision"]["rerouted"] == {
+        "by": "BKR", "from_unit": "affald", "to_triage": True,
+        "reason": "ikke storskrald men haveaffald, borger [CPR]"}
+    assert [(c["from_unit"], c["to_unit"]) for c in body["corrections"]][-1] == (
+        "affald", fallback)
+    async with api.uow() as uow:
+        entries = (await uow.session.execute(select(AuditPending).where(
+            AuditPending.item_id == item_id, AuditPending.action == "rerouted")
+            .order_by(AuditPending.id))).scalars().all()
+    assert entries[-1].actor == "BKR" and entries[-1].unit == fallback
+    assert entries[-1].details["to_triage"] is True and "010203" not in str(entries[-1].details)
+    back = await _routed_event(api, item_id, 1)
+    assert (back.outcome.value, back.unit, back.clerk, back.journal, back.receipt) == (
+        "triage", fallback, None, JournalAction.NONE, False)
+    assert (await api.client.post(f"{url}/reroute", headers=team, json={
+        "unit": fallback, "reason": "igen"})).status_code == 409  # already in triage
+
+    # the triage team sends it on: delivered anew, but not journalised a second time
+    r = await api.client.post(f"{url}/reroute", headers=team, json={
+        "unit": "natur-miljoe", "reason": "haveaffald"})
+    assert r.status_code == 200 and r.json()["state"] == "routed"
+    again = await _routed_event(api, item_id, 2)
+    assert (again.unit, again.journal, again.receipt) == ("natur-miljoe", JournalAction.NONE,
+                                                          False)
+    async with api.uow() as uow:
+        await Journal(tenant, LocalArchive).handle(again, uow)
+        await uow.commit()
+    async with api.uow() as uow:
+        item = await uow.session.get(Item, item_id)
+        assert item is not None and (item.state, item.case_number) == ("done", case)
+
+
+async def test_back_to_triage_from_the_web_interface(api: ClerkApi, settings: Settings) -> None:
+    from tests.unit.test_ui import _browser, _key
+
+    fallback = Tenant(settings.tenant_dir).fallback_unit
+    item_id = await api.mail("affald", subject="Forkert enhed")
+    client, csrf = await _browser(api, await _key(api, Role.CLERK, ("affald",), "BKR"))
+    page = (await client.get(f"/ui/items/{item_id}")).text
+    assert f'<option value="{fallback}">Tilbage til manuel fordeling' in page
+    r = await client.post(f"/ui/items/{item_id}/reroute/to",
+                          data={"csrf": csrf, "unit": fallback, "reason": "ved ikke hvem"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/items?notice=")
+    async with api.uow() as uow:
+        item = await uow.session.get(Item, item_id)
+        assert item is not None and (item.state, item.unit) == ("triage", fallback)
+    team, _ = await _browser(api, await _key(api, Role.CLERK, (fallback,), "POST"))
+    assert "Forkert enhed" in (await team.get("/ui/triage")).text
+    await client.aclose()
+    await team.aclose()

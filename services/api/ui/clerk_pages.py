@@ -132,6 +132,7 @@ async def item_page(item_id: uuid.UUID, request: Request, s: Session) -> Respons
     item = await detail(s, item_id, blobs(request))
     units = sorted((u.id, u.name) for u in tenant(request).units.values())
     return render(request, "item.html", principal=p, item=item, units=units,
+                  triage=tenant(request).fallback_unit,  # back to manual triage
                   prediction=await _prediction(s, item_id),
                   can_act=p.has(Role.CLERK))
 

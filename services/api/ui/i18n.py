@@ -80,6 +80,7 @@ EN: dict[str, str] = {
     "Posten er færdig.": "The item is done.",
     "Posten er sendt til {unit}.": "The item was sent to {unit}.",
     "Triagekø": "Triage queue",
+    "Tilbage til manuel fordeling": "Back to manual triage",
     "Modellens bud": "Model's suggestion",
     "Fordel": "Assign",
     "Fordel til {unit}": "Assign to {unit}",
