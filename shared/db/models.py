@@ -334,7 +334,7 @@ class Delivery(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # the ItemRouted message id
     item_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     unit: Mapped[str] = mapped_column(String(64))
-    channel: Mapped[str] = mapped_column(String(16))  # smtp
+    channel: Mapped[str] = mapped_column(String(16))  # smtp, imap, ews, graph
     recipient: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[str] = mapped_column(String(16))  # pending, sent, failed
