@@ -120,6 +120,13 @@ class Journal:
 
 def _decision(event: ItemRouted) -> dict[str, Any]:
     # Decision facts only: reasons name rules and entity kinds, never body text.
-    return {"outcome": event.outcome.value, "journal": event.journal.value, "kle": event.kle,
-            "receipt": event.receipt, "reasons": list(event.reasons),
-            "event_id": str(event.message_id)}
+    facts: dict[str, Any] = {
+        "outcome": event.outcome.value, "journal": event.journal.value, "kle": event.kle,
+        "receipt": event.receipt, "reasons": list(event.reasons),
+        "event_id": str(event.message_id)}
+    # The rule's marks, for the auditor who asks why a receipt or forward looked as it did.
+    if event.sensitive:
+        facts["sensitive"] = True
+    if event.receipt_template:
+        facts["receipt_template"] = event.receipt_template
+    return facts

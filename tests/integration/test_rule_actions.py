@@ -145,7 +145,10 @@ async def test_local_archive_new_case_title_and_kle_and_journal_none(runtime: Ru
     async with runtime.uow() as uow:
         details = (await uow.session.execute(select(AuditEntry.details).where(
             AuditEntry.item_id == item.id, AuditEntry.action == "journalised"))).scalar_one()
+        decided = (await uow.session.execute(select(AuditEntry.details).where(
+            AuditEntry.item_id == item.id, AuditEntry.action == "routed"))).scalar_one()
     assert details["kle"] == "05.09.06" and details["confidential"] is True
+    assert decided["sensitive"] is True
     # journal: none -- done, nothing filed
     nothing = await _routed(runtime, journal=JournalAction.NONE, receipt=False)
     item = await _journalise(runtime, nothing)
