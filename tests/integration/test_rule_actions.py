@@ -175,3 +175,24 @@ async def test_rules_api_refuses_a_receipt_template_the_tenant_lacks(api: Api) -
     assert r.status_code == 200, r.text
     rule = (await api.client.get(f"{RULES}/Rotter", headers=admin)).json()["rule"]
     assert rule["then"]["receipt_template"] == "rotter"
+
+
+def test_rules_import_refuses_a_receipt_template_the_tenant_lacks(
+        fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from postfordeler.cli import app as cli
+
+    monkeypatch.setenv("POSTFORDELER_DATABASE_URL", fresh_db)
+    monkeypatch.setenv("POSTFORDELER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("POSTFORDELER_TENANT_DIR", str(tenant_with_templates(tmp_path / "t")))
+    path = tmp_path / "rules.yaml"
+    rule = ("rules:\n  - {name: P, when: {entity: licence_plate},\n"
+            "     then: {route: parkering, receipt_template: %s}}\n")
+    path.write_text(rule % "ukendt", encoding="utf-8")
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["rules", "import", str(path)])
+    assert refused.exit_code == 2 and "rules.0.then.receipt_template" in refused.output
+    path.write_text(rule % "parkering-klage", encoding="utf-8")
+    imported = runner.invoke(cli, ["rules", "import", str(path)])
+    assert imported.exit_code == 0, imported.output
