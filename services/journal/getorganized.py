@@ -28,6 +28,7 @@ from shared.esdh import (
 )
 
 from .http import call
+from .titles import safe_title, scrub_cpr
 
 
 def metadata_xml(fields: dict[str, str]) -> str:
@@ -37,7 +38,9 @@ def metadata_xml(fields: dict[str, str]) -> str:
 
 def file_name(idempotency_key: str, original: str, n: int = 0) -> str:
     stem = hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in original)[-80:]
+    # The name is shown in the case's library like a title: no CPR numbers there either.
+    safe = "".join(c if c.isalnum() or c in "._-" else "_"
+                   for c in scrub_cpr(original, "CPR"))[-80:]
     return f"pf-{stem}-{n}-{safe}"
 
 
@@ -108,7 +111,7 @@ class GetOrganized:
             raise PermanentError("nothing to journalise: the document has no file")
         doc_ids = []
         for n, f in enumerate(document.files):
-            title = document.title if n == 0 else f"Bilag: {f.name}"
+            title = document.title if n == 0 else safe_title(f"Bilag: {f.name}", "Bilag")
             meta = {"ows_Title": title[:250], "ows_CCMMustBeOnPostList": "0",
                     "ows_Dokumentart": "Indgående"}
             if document.confidential and self.config.confidential_field:

@@ -24,10 +24,15 @@ _CPR = re.compile(r"(?<![0-9])[0-3][0-9][. ]?[01][0-9][. ]?[0-9]{2}[ -]?(?:[0-9]
 _SPACE = re.compile(r"[\s\x00-\x1f\x7f]+")
 
 
+def scrub_cpr(text: str, mark: str = CPR_MARK) -> str:
+    """`text` with anything shaped like a CPR number replaced by `mark`."""
+    return _CPR.sub(mark, text)
+
+
 def safe_title(text: str, fallback: str) -> str:
     """`text` without CPR numbers or control characters, on one line, at most MAX_TITLE long;
     `fallback` when nothing is left."""
-    clean = _SPACE.sub(" ", _CPR.sub(CPR_MARK, text)).strip()
+    clean = _SPACE.sub(" ", scrub_cpr(text)).strip()
     if len(clean) > MAX_TITLE:
         clean = clean[:MAX_TITLE - 1].rstrip() + "…"
     return clean or fallback

@@ -97,3 +97,11 @@ def test_a_named_template_goes_before_unit_and_default(tmp_path: Path) -> None:
     assert compose(short, templates).get_content_type() == "text/plain"
     with pytest.raises(ConfigurationError):
         templates.render(ReceiptContent(**{**content.__dict__, "template": "../receipt"}))
+
+
+def test_getorganized_attachment_names_carry_no_cpr_numbers() -> None:
+    from services.journal.getorganized import file_name
+
+    name = file_name("item:x:document", "010190-1234 ansøgning.pdf", 1)
+    assert "010190" not in name and name.endswith("-1-CPR_ansøgning.pdf")
+    assert file_name("k", "afgift.pdf") == file_name("k", "afgift.pdf")  # still deterministic
