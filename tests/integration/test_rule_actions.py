@@ -1,7 +1,8 @@
 """Rule actions taking effect in the journal, on SQLite and PostgreSQL with a real SMTP server:
 a named receipt template's text is what the sender gets (a removed one falls back, recorded on
 the item), a new case in the local archive has the rule's title and KLE (never a CPR number),
-`journal: none` files nothing, and the rules API refuses a template the tenant does not have."""
+`journal: none` files nothing, the rules API and `rules import` refuse a template the tenant
+does not have; and one rule's actions through classifier, router, journal and delivery."""
 
 from __future__ import annotations
 
@@ -15,13 +16,20 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from postfordeler.cli import app as cli
+from services import classifier, delivery, journal, router
 from services.journal import Journal, LocalArchive, Receipts, make_sender
 from shared.auth import Role
-from shared.contracts import ItemRouted, JournalAction, RouteOutcome
+from shared.bus import RetryPolicy
+from shared.bus._memory import MemoryBus
+from shared.contracts import ItemExtracted, ItemRouted, ItemState, JournalAction, RouteOutcome
 from shared.db.models import AuditEntry, EsdhCase, EsdhDocument, Item
+from shared.rules import RuleSet, store
 from shared.runtime import Runtime
 from shared.settings import Settings
+from tests.conftest import async_wait_for
 from tests.integration.test_access import Api, make_tenant
 from tests.integration.test_rules_api import ROTTER, RULES, api, fresh_db  # noqa: F401
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401  (fixture)
@@ -179,9 +187,7 @@ async def test_rules_api_refuses_a_receipt_template_the_tenant_lacks(api: Api) -
 
 def test_rules_import_refuses_a_receipt_template_the_tenant_lacks(
         fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    from typer.testing import CliRunner
 
-    from postfordeler.cli import app as cli
 
     monkeypatch.setenv("POSTFORDELER_DATABASE_URL", fresh_db)
     monkeypatch.setenv("POSTFORDELER_DATA_DIR", str(tmp_path / "data"))
@@ -196,3 +202,59 @@ def test_rules_import_refuses_a_receipt_template_the_tenant_lacks(
     path.write_text(rule % "parkering-klage", encoding="utf-8")
     imported = runner.invoke(cli, ["rules", "import", str(path)])
     assert imported.exit_code == 0, imported.output
+
+
+async def test_a_rules_actions_end_to_end(db_url: str, tmp_path: Path,
+                                          smtp_server: SmtpServer) -> None:  # noqa: F811
+    """Classifier, router, journal and delivery in one process on the in-memory bus: one rule
+    decides where, the case title and KLE, the receipt template and the sensitive mark."""
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
+        tenant_dir=tenant_with_templates(tmp_path / "tenant"),  # type: ignore[arg-type]
+        smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_timeout=5.0, rules_refresh=0)
+    rt = Runtime(settings, bus=MemoryBus(policy=RetryPolicy(3, 0.01, 0.05), prefetch=4))
+    await rt.start()
+    try:
+        rule = {"name": "Klage over afgift", "priority": 0, "when": {"phrase": "klager over"},
+                "then": {"route": "parkering", "journal": "new_case", "kle": "05.09.06",
+                         "case_title": "Klage {plate}: {subject}",
+                         "receipt_template": "parkering-klage", "sensitive": True}}
+        async with rt.uow() as uow:
+            await store.save(uow.session, RuleSet.parse({"rules": [rule]}), author="ops")
+            await uow.commit()
+        for service in (classifier, router, journal, delivery):
+            await service.start(rt)
+        subject = f"Afgift AB12345, cpr 010190-1234 {uuid.uuid4().hex[:6]}"
+        text = await rt.blobs.put(b"Jeg klager over afgiften for AB12345.", "text/plain")
+        event = ItemExtracted(correlation_id=uuid.uuid4(), producer="test",
+                              item_id=uuid.uuid4(), channel="email", mailbox="post",
+                              subject=subject, text=text,
+                              sender={"name": "Bo", "address": "bo@example.dk"})
+        async with rt.uow() as uow:
+            uow.session.add(Item(id=event.item_id, correlation_id=event.correlation_id,
+                                 channel="email", mailbox="post",
+                                 source_ref=str(event.item_id), subject=subject,
+                                 sender="bo@example.dk", state=ItemState.EXTRACTED.value))
+            uow.emit(event)
+            await uow.commit()
+        await rt.relay.publish(uow.emitted)
+
+        async def done() -> bool:
+            async with rt.uow() as uow:
+                item = await uow.item(event.item_id, lock=False)
+            return item.state == ItemState.DONE.value and smtp_server.count() >= 2
+
+        await async_wait_for(done, timeout=30)
+        by_recipient = {m.rcpt_tos: _parse(m.raw) for m in smtp_server.messages}
+        receipt = by_recipient[("bo@example.dk",)].get_body(("plain",))
+        assert receipt is not None and "inden for 4 uger" in receipt.get_content()
+        notice = by_recipient[("parkering@demoby.dk",)]
+        assert notice["X-Postfordeler-Sensitive"] == "yes" and b"AB12345" not in notice.as_bytes()
+        async with rt.uow() as uow:
+            item = await uow.item(event.item_id, lock=False)
+            case = (await uow.session.execute(select(EsdhCase).where(
+                EsdhCase.case_number == item.case_number))).scalar_one()
+        assert case.kle == "05.09.06" and case.title == f"Klage AB12345: {subject}".replace(
+            "010190-1234", "[CPR-nr.]")
+    finally:
+        await rt.stop()
