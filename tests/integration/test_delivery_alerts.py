@@ -7,21 +7,22 @@ from __future__ import annotations
 import asyncio
 import email
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email import policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
 
 from services.delivery import Monitor
 from shared.bus import make_bus
 from shared.contracts import ItemState
 from shared.db import create_engine, session_factory, uow_factory
-from shared.db.models import AlertState, Item, MailboxStatus, utcnow
+from shared.db.models import Item, MailboxStatus, utcnow
 from shared.errors import PermanentError
 from shared.mail import SmtpSender
 from shared.settings import Settings
+from tests.conftest import new_database
 from tests.integration.test_deadletter import classified
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
 
@@ -37,9 +38,20 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The monitor looks at every failed item and mailbox: a database of its own, so items
+    other tests failed moments ago in the shared one are not alerted here."""
+    if request.param == "sqlite":
+        yield str(request.getfixturevalue("sqlite_url"))
+        return
+    with new_database("pf_alerts") as url:
+        yield url
+
+
 @pytest.fixture
-def settings(db_url: str, tmp_path: Path, smtp_server: SmtpServer) -> Settings:  # noqa: F811
-    return Settings(data_dir=tmp_path, database_url=db_url,  # type: ignore[arg-type]
+def settings(own_db_url: str, tmp_path: Path, smtp_server: SmtpServer) -> Settings:  # noqa: F811
+    return Settings(data_dir=tmp_path, database_url=own_db_url,  # type: ignore[arg-type]
                     smtp_host=smtp_server.host, smtp_port=smtp_server.port,
                     ops_alert_to="drift@demoby.dk", ops_alert_interval=600,
                     ops_mailbox_down_after=300, ops_dlq_threshold=0)
@@ -57,10 +69,6 @@ async def test_alerts_are_sent_and_rate_limited(settings: Settings,
     bus = make_bus("memory://")
     clock = Clock()
     mailbox = f"post-{uuid.uuid4().hex[:6]}"
-    async with uow() as u:  # the PostgreSQL database is shared: start from a clean slate
-        await u.session.execute(delete(AlertState))
-        await u.session.execute(delete(MailboxStatus))
-        await u.commit()
     monitor = Monitor(uow, bus, SmtpSender(settings), settings, "post@demoby.dk",
                       consumers=("router",), clock=clock)
 
