@@ -33,7 +33,7 @@ from shared.db import migrate  # noqa: E402
 from shared.db.models import Delivery, Item  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-from tests.integration import test_delivery_folders as t  # noqa: E402
+from tests.support import folder_targets as t  # noqa: E402
 from tests.support.dovecot import DovecotServer  # noqa: E402
 from tests.support.ews_server import EwsServer  # noqa: E402
 from tests.support.graph_server import GraphServer  # noqa: E402
@@ -69,9 +69,8 @@ async def main(channel: str, n: int, db: str | None) -> None:
     url = db or f"sqlite+aiosqlite:///{tmp / 'pf.db'}"
     await asyncio.to_thread(migrate, url)
     with server(channel, tmp) as (mailbox, count):
-        settings = Settings(data_dir=tmp / "data", database_url=url,  # type: ignore[arg-type]
-                            amqp_url="memory://",  # type: ignore[arg-type]
-                            tenant_dir=t.tenant_with(tmp / "tenant", mailbox),  # type: ignore[arg-type]
+        settings = Settings(data_dir=tmp / "data", database_url=url, amqp_url="memory://",
+                            tenant_dir=t.tenant_with(tmp / "tenant", mailbox),
                             ops_check_interval=3600)
         runtime = Runtime(settings)
         await runtime.start()

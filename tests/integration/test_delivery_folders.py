@@ -35,34 +35,22 @@ from tests.conftest import async_wait_for
 from tests.integration.test_access import Api, make_tenant
 from tests.support.dovecot import DovecotServer
 from tests.support.ews_server import EwsServer
+from tests.support.folder_targets import (
+    FOLDER,
+    SHARED,
+    SVC,
+    SVC_ADDRESS,
+    ews_box,
+    graph_box,
+    imap_box,
+    tenant_with,
+)
 from tests.support.graph_server import GraphServer
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
 
 RAW = (b"From: Borger <borger@example.dk>\r\nTo: post@demoby.dk\r\n"
        b"Subject: Parkeringsafgift AB12345\r\nMessage-ID: <orig-1@example.dk>\r\n\r\n"
        b"Jeg har faaet en afgift.\r\n")
-FOLDER = "Postfordeler/Parkering"
-SHARED = "parkering@demoby.dk"
-SVC = "DEMOBY\\svc-postfordeler"
-SVC_ADDRESS = "svc-postfordeler@demoby.dk"
-
-
-def tenant_with(directory: Path, mailbox: dict[str, Any], *, forward: bool = False,
-                unit: str = "parkering", path: str = FOLDER) -> Path:
-    """The demo tenant; `unit` files into `path` of `mailbox` (a delivery mailbox)."""
-    make_tenant(directory)
-    org = yaml.safe_load((directory / "org.yaml").read_text(encoding="utf-8"))
-    for u in org["units"]:
-        if u["id"] == unit:
-            u["delivery"] = {"forward": forward,
-                             "folder": {"mailbox": mailbox["name"], "path": path}}
-    (directory / "org.yaml").write_text(yaml.safe_dump(org, allow_unicode=True),
-                                        encoding="utf-8")
-    (directory / "mailboxes.yaml").write_text(yaml.safe_dump(
-        {"mailboxes": [], "delivery_mailboxes": [mailbox]}))
-    return directory
-
-
 def parse(raw: bytes) -> EmailMessage:
     msg = email.message_from_bytes(raw, policy=policy.default)
     assert isinstance(msg, EmailMessage)
@@ -93,26 +81,6 @@ def graph(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphServer]:
         server.add_user(SHARED)
         monkeypatch.setenv("PF_TEST_GRAPH_SECRET", "graph-secret")
         yield server
-
-
-def imap_box(dovecot: DovecotServer) -> dict[str, Any]:
-    return {"name": "parkering-imap", "kind": "imap", "host": dovecot.host,
-            "port": dovecot.port, "ssl": False, "username": "parkering",
-            "password_env": "PF_TEST_IMAP_PASSWORD", "address": SHARED}
-
-
-def ews_box(ews: EwsServer) -> dict[str, Any]:
-    return {"name": "parkering-ews", "kind": "ews", "address": SHARED, "ews_url": ews.url,
-            "ews_auth": "basic", "username": SVC, "password_env": "PF_TEST_EWS_PASSWORD",
-            "ews_version": "15.1.2507.6"}
-
-
-def graph_box(graph: GraphServer) -> dict[str, Any]:
-    return {"name": "parkering-graph", "kind": "graph", "address": SHARED, "auth": "oauth2",
-            "graph_url": f"{graph.url}/v1.0",
-            "oauth2": {"token_url": f"{graph.url}/tenant-1/oauth2/v2.0/token",
-                       "client_id": "postfordeler",
-                       "client_secret_env": "PF_TEST_GRAPH_SECRET"}}
 
 
 class Setup:
@@ -166,7 +134,8 @@ async def make_setup(db_url: str, tmp_path: Path,
         settings = Settings(
             data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
             amqp_url="memory://",  # type: ignore[arg-type]
-            tenant_dir=tenant_with(tmp_path / "tenant", mailbox, **tenant),  # type: ignore[arg-type]
+            tenant_dir=tenant_with(make_tenant(tmp_path / "tenant"), mailbox,  # type: ignore[arg-type]
+                                   **tenant),
             smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_timeout=5,
             retry_base_delay=0.05, retry_max_attempts=4, ops_check_interval=3600)
         runtime = Runtime(settings)
