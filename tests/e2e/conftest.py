@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from shared.settings import DEMO_TENANT_DIR
 from tests.conftest import free_port, new_database
@@ -20,6 +21,7 @@ from tests.support.dovecot import DovecotServer, dovecot  # noqa: F401  (fixture
 from tests.support.smtp import smtp_server  # noqa: F401  (fixture)
 
 IMAP_USER, IMAP_PASSWORD = "post@demoby.dk", "hemmelig"
+FOLDER_BYGGERI = "Postfordeler/Byggeri"  # where byggeri's items are filed (delivery.folder)
 
 
 @pytest.fixture
@@ -39,6 +41,15 @@ def tenant(tmp_path: Path, dovecot: DovecotServer) -> Path:  # noqa: F811
         f"  - name: post\n    kind: imap\n    address: {IMAP_USER}\n"
         f"    host: {dovecot.host}\n    port: {dovecot.port}\n    ssl: false\n"
         f"    username: {IMAP_USER}\n    password_env: E2E_IMAP_PASSWORD\n", encoding="utf-8")
+    # Byggeri works in a mailbox folder as well as by forward: a folder of the ingest's own
+    # mailbox (which reads only its inbox).
+    org = yaml.safe_load((directory / "org.yaml").read_text(encoding="utf-8"))
+    for unit in org["units"]:
+        if unit["id"] == "byggeri":
+            unit["delivery"] = {"forward": True,
+                                "folder": {"mailbox": "post", "path": FOLDER_BYGGERI}}
+    (directory / "org.yaml").write_text(yaml.safe_dump(org, allow_unicode=True),
+                                        encoding="utf-8")
     return directory
 
 

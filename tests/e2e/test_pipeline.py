@@ -20,7 +20,13 @@ from shared.contracts import TERMINAL_STATES
 from shared.db import create_engine, migrate, session_factory
 from shared.db.models import EsdhDocument, Item, SourceMessage
 from tests.conftest import async_wait_for
-from tests.e2e.conftest import IMAP_USER, Processes, remove_topology, service_env
+from tests.e2e.conftest import (
+    FOLDER_BYGGERI,
+    IMAP_USER,
+    Processes,
+    remove_topology,
+    service_env,
+)
 from tests.support.dovecot import DovecotServer
 from tests.support.smtp import SmtpServer
 
@@ -112,6 +118,15 @@ async def _assert_outcomes(engine, messages: list[DemoMessage], smtp: SmtpServer
         ids = sent(prefix)
         assert all(n == 1 for n in ids.values()), ids.most_common(3)
         assert len(ids) == expected, (prefix, len(ids), expected)
+    # Byggeri's items are filed in a folder of the mailbox too, each once, besides the forward.
+    byggeri = {str(it.id) for it in items if it.state == "done" and it.unit == "byggeri"}
+    assert byggeri, "no item went to byggeri"
+
+    async def filed() -> bool:
+        return imap.count(IMAP_USER, FOLDER_BYGGERI) >= len(byggeri)
+    await async_wait_for(filed, timeout=30)
+    copies = [email.message_from_bytes(raw) for raw in imap.fetch_all(IMAP_USER, FOLDER_BYGGERI)]
+    assert sorted(str(c["X-Postfordeler-Item"]) for c in copies) == sorted(byggeri)
     # Journalised exactly once each, and findable through the audit API.
     assert len(documents) == len(set(documents))
     journalised = [it for it in items if it.case_number]
