@@ -7,9 +7,10 @@ decision (entities, case lookup, the tenant's rules, the model, abstention) on l
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,8 +20,11 @@ from services.classifier.pipeline import Classification, Classifier
 from services.router import load_rules
 from services.router.rules import Decision, Facts, Prediction, RuleSet, decide
 from shared.contracts import RouteOutcome
-from shared.errors import ConfigurationError, InvalidInput
+from shared.errors import ConfigurationError, InvalidInput, TransientError
 from shared.tenant import Tenant
+
+if TYPE_CHECKING:
+    from services.classifier.kle import KlePlan
 
 kle_app = typer.Typer(help="KL's KLE plan.", no_args_is_help=True)
 
@@ -170,26 +174,66 @@ def evaluate_command(
 
 @kle_app.command("import")
 def kle_import(
-    source: Annotated[Path, typer.Argument(help="KLE-Emneplan XML file.")],
     tenant: TenantOpt,
+    source: Annotated[Path | None, typer.Argument(help="KLE-Emneplan XML file.")] = None,
+    url: Annotated[str | None, typer.Option(
+        help="KLE-online's REST service instead of a file, e.g. "
+             "https://api.kle-online.dk/resources/kle")] = None,
+    token_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding a KLE-online token (sent as a bearer token).")
+                         ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for KLE-online.")
+                       ] = 60.0,
     keywords: Annotated[Path | None, typer.Option(
         help="OS2KLE keyword file (KLE number; keyword per line).")] = None,
     include_expired: Annotated[bool, typer.Option(help="Keep numbers no longer in use.")
                                ] = False,
 ) -> None:
-    """Load KL's KLE plan into the tenant directory (kle.json)."""
+    """Load KL's KLE plan into the tenant directory (kle.json), from KL's XML file or from
+    KLE-online (--url)."""
     from services.classifier.kle import parse_emneplan, parse_keywords
 
+    if (source is None) == (url is None):
+        raise _fail(InvalidInput("give either an XML file or --url"))
     try:
-        plan = parse_emneplan(source.read_bytes(), include_expired=include_expired)
+        Tenant(tenant)  # the directory must be a tenant's
+        if url is not None:
+            plan = _kle_online(url, token_env, timeout, include_expired)
+        else:
+            assert source is not None
+            plan = parse_emneplan(source.read_bytes(), include_expired=include_expired)
         if keywords is not None:
             plan = plan.with_keywords(parse_keywords(keywords.read_text(encoding="utf-8")))
-        Tenant(tenant)  # the directory must be a tenant's
         (tenant / "kle.json").write_text(plan.to_json(), encoding="utf-8")
-    except (ConfigurationError, InvalidInput, OSError) as exc:
+    except (ConfigurationError, InvalidInput, TransientError, OSError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"imported KLE plan of {plan.published}: {len(plan.entries)} numbers "
                f"into {tenant / 'kle.json'}")
+
+
+def _kle_online(url: str, token_env: str | None, timeout: float,
+                include_expired: bool) -> KlePlan:
+    from services.classifier.kle_online import KleOnline, fetch_plan
+    from shared.tenant import env_secret
+
+    token = env_secret(token_env, "KLE-online token", allow_empty=False) if token_env else None
+    bar: Any = None
+
+    def progress(received: int, total: int | None) -> None:
+        nonlocal bar
+        if total is None:
+            return  # no length announced: nothing to measure against
+        if bar is None:
+            bar = typer.progressbar(length=total, label="KLE-online", file=sys.stderr)
+            bar.__enter__()
+        bar.update(received - bar.pos)
+
+    try:
+        return fetch_plan(KleOnline(url, token=token, timeout=timeout, progress=progress),
+                          include_expired=include_expired)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,10 @@
 """KL's KLE plan (Kommunernes Landsforenings Emnesystematik): parsing and a small JSON form.
 
 `parse_emneplan` reads the XML of KLE-Emneplan (version 2.0: Hovedgruppe > Gruppe > Emne with
-titles and guidance, "Historisk/UdgaaetDato" marking numbers no longer in use). The project
-does not ship KL's data: `postfordeler kle import` writes the plan to the tenant's `kle.json`.
+titles and guidance, "Historisk/UdgaaetDato" marking numbers no longer in use), as a file or as
+KLE-online's REST service sends it (`kle_online.py`; its `*Stikord` become keywords). The
+project does not ship KL's data: `postfordeler kle import` writes the plan to the tenant's
+`kle.json`.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def _text(element: ET.Element | None) -> str:
     return re.sub(r"\s+", " ", " ".join(element.itertext())).strip()
 
 
+def _keywords(element: ET.Element) -> tuple[str, ...]:
+    # HovedgruppeStikord, GruppeStikord, EmneStikord and EmneOgHandlingsfacetStikord (REST form)
+    found = (_text(s.find("Tekst")) for s in element if s.tag.endswith("Stikord"))
+    return tuple(dict.fromkeys(k for k in found if k))
+
+
 def _expired(admin: ET.Element | None) -> bool:
     return admin is not None and admin.find("Historisk/UdgaaetDato") is not None
 
@@ -91,7 +99,8 @@ def parse_emneplan(data: bytes, *, include_expired: bool = False) -> KlePlan:
             if not _CODE.match(code):
                 raise InvalidInput(f"KLE-Emneplan: {tag} with invalid number {code!r}")
             if include_expired or not _expired(el.find(admin)):
-                entries[code] = KleEntry(code, _text(el.find(title)), _text(el.find(guidance)))
+                entries[code] = KleEntry(code, _text(el.find(title)), _text(el.find(guidance)),
+                                         _keywords(el))
                 if depth + 1 < len(_LEVELS):
                     walk(el, depth + 1)
 
