@@ -84,10 +84,11 @@ class Deliveries:
             return await self._deliver(event)
 
     def check(self) -> None:
-        """Every unit's folder names a known mailbox (a ConfigurationError at start if not)."""
+        """Every unit's folder names a known mailbox whose configuration a writer accepts (a
+        ConfigurationError at start if not). Making a writer connects nowhere."""
         for unit in self.tenant.units.values():
             if unit.delivery.folder is not None:
-                self.tenant.delivery_mailbox(unit.delivery.folder.mailbox)
+                self._writer(unit.delivery.folder.mailbox)
 
     async def close(self) -> None:
         writers, self._writers = list(self._writers.values()), {}

@@ -2,7 +2,8 @@
 dovecot, EWS and Graph against the local servers (tests/support). The copy lands in the right
 folder, unread and not a draft, with the decision's headers and the original attached; exactly
 once across redelivery, across a crash between storing and recording "sent", and through the
-delivery consumer; forward and folder both; a folder in an unknown mailbox stops the start."""
+delivery consumer; forward and folder both; a folder in an unknown or misconfigured mailbox
+stops the start."""
 
 from __future__ import annotations
 
@@ -303,13 +304,18 @@ async def test_graph_folder_copy_exactly_once(make_setup: Any, graph: GraphServe
     assert len(posts) == 1
 
 
-async def test_a_folder_in_an_unknown_mailbox_stops_the_start(
+async def test_a_folder_in_an_unknown_or_misconfigured_mailbox_stops_the_start(
         make_setup: Any, dovecot: DovecotServer) -> None:
     setup = await make_setup(imap_box(dovecot))
     org = setup.runtime.tenant.directory / "mailboxes.yaml"
     org.write_text(yaml.safe_dump({"mailboxes": [], "delivery_mailboxes": []}))
     runtime = Runtime(setup.runtime.settings)
     with pytest.raises(ConfigurationError, match="parkering-imap"):
+        await start_delivery(runtime)
+    ews = {"name": "parkering-ews", "kind": "ews", "address": SHARED}  # no ews_url
+    tenant_with(runtime.tenant.directory, ews)
+    runtime.tenant = type(runtime.tenant)(runtime.tenant.directory)  # read afresh
+    with pytest.raises(ConfigurationError, match="ews_url"):
         await start_delivery(runtime)
     await runtime.engine.dispose()
 
