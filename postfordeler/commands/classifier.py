@@ -113,6 +113,10 @@ def train_command(
                                 ] = 0.97,
     kle_plan: Annotated[Path | None, typer.Option(
         "--kle", help="KLE plan (kle.json); default the tenant's kle.json if it has one.")] = None,
+    corrections: Annotated[bool, typer.Option(
+        "--corrections", help="Add the items whose unit clerks corrected (from the database); "
+                              "a corrected label overrides the item's label in --items.")
+                           ] = False,
 ) -> None:
     """Train the routing model and write it with its manifest."""
     from services.classifier import store
@@ -122,6 +126,8 @@ def train_command(
     try:
         t = Tenant(tenant)
         labelled = read_items(items)
+        if corrections:
+            labelled = _with_corrections(labelled)
         plan = KlePlan.from_json(kle_plan.read_text(encoding="utf-8")) if kle_plan else None
         steps = ["features", "held-out fold 1", "held-out fold 2", "held-out fold 3",
                  "held-out fold 4", "held-out fold 5", "final model", "KLE predictor"]
@@ -136,6 +142,17 @@ def train_command(
     typer.echo(f"wrote {out} ({len(labelled)} items, threshold {manifest['threshold']:.3f}, "
                f"held-out auto rate {metrics['heldout_auto_rate']:.1%} at precision "
                f"{metrics['heldout_auto_precision']:.1%})")
+
+
+def _with_corrections(labelled: list[LabelledItem]) -> list[LabelledItem]:
+    from postfordeler.commands.corrections import labelled as corrected_items
+    from postfordeler.commands.corrections import read_corrections, report
+    from services.classifier.corrections import merge
+    from shared.settings import Settings
+
+    loaded = read_corrections(Settings())
+    typer.echo(f"corrections: {report(loaded)}")
+    return merge(labelled, corrected_items(loaded))
 
 
 def evaluate_command(
@@ -240,3 +257,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
     app.add_typer(kle_app, name="kle")
+    from postfordeler.commands.corrections import app as corrections_app
+
+    app.add_typer(corrections_app, name="corrections")
