@@ -42,6 +42,34 @@ _KLE_CONTEXT = re.compile(r"\bkle\b|emne(?:nr|nummer)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
+class RegisteredCase:
+    """A case as the ESDH party search sees it."""
+
+    number: str
+    party: str  # lower-cased
+    plates: frozenset[str]  # licence plates in the title
+    clerk: str  # the clerk's full name, lower-cased
+    # Title parts a writer repeats, lower-cased: its topic ("ejendomsskat"), an address
+    # ("birkevej 50") and phrases of three words or more ("ingeniør til vej og park").
+    topic: str = ""
+    addresses: tuple[str, ...] = ()
+    phrases: tuple[str, ...] = ()
+    open: bool = True
+
+
+_ADDRESS = re.compile(r"^\w[\w.\- ]*\s\d{1,4}[a-z]?$", re.IGNORECASE)
+
+
+def title_marks(title: str, party: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """A case title's topic (its first part), addresses and longer phrases."""
+    parts = [p.strip().lower() for p in re.split(r"\s+-\s+", title)]
+    parts = [p for p in parts if p and p != party.lower()]
+    topic = parts[0] if parts and not _ADDRESS.match(parts[0]) else ""
+    return (topic, tuple(p for p in parts if _ADDRESS.match(p)),
+            tuple(p for p in parts if len(p.split()) >= 3 and not _ADDRESS.match(p)))
+
+
+@dataclass(frozen=True)
 class Knowledge:
     """What the extractor knows about one tenant (built once at start-up)."""
 
@@ -52,9 +80,8 @@ class Knowledge:
     # lemma sequence -> (entity kind, value): department names and synonyms, rule phrases
     phrases: Mapping[tuple[str, ...], tuple[str, str]] = field(default_factory=dict)
     own_domains: frozenset[str] = frozenset()
-    # Open cases as the ESDH party search sees them: (case number, party, plates in the
-    # title, the clerk's name).
-    register: tuple[tuple[str, str, frozenset[str], str], ...] = ()
+    # The cases as the ESDH party search sees them.
+    register: tuple[RegisteredCase, ...] = ()
     # The installation's key for CPR fingerprints (shared/personal.py); None: no fingerprints.
     cpr_key: bytes | None = None
 
@@ -77,26 +104,43 @@ class Knowledge:
 
     def search(self, text: str, sender_name: str, plates: frozenset[str],
                serials: frozenset[str]) -> str | None:
-        """The one open case a writer refers to without its number, as a clerk would find it
-        in the ESDH system: by the party (the sender, or a name in the text), a licence plate
-        in the case title, a bare serial ("sagsnr 1772") or the clerk's name. A case needs two
-        such signs, or one when it is the only case of that party; a tie is no match."""
+        """The one case a writer refers to without its number, as a clerk would find it in
+        the ESDH system. Worth 2: the party (the sender, or a name in the text), a licence
+        plate of the case title, a bare serial ("sagsnr 1772"), a phrase of four words or more
+        of the title. Worth 1: the title's address, a shorter phrase, and, only beside another
+        sign, the title's topic ("ejendomsskat" in "ejendomsskattebillet") and the clerk's
+        name. An open case needs 2, a closed one 3 (a writer coming back to a finished matter
+        names it more fully); the best score must be unique, a tie is no match."""
         lowered = text.lower()
         sender = sender_name.strip().lower()
         scored: list[tuple[int, str]] = []
-        for number, party, case_plates, clerk in self.register:
-            party_hit = bool(party) and (party == sender or _has_name(lowered, party))
-            score = 2 * party_hit + 2 * bool(case_plates & plates)
-            score += 2 * (number.split("-")[-2] in serials)
-            if clerk and score and (_has_name(lowered, clerk) or _greets(text, clerk)):
+        for case in self.register:
+            party_hit = bool(case.party) and (case.party == sender
+                                              or _has_name(lowered, case.party))
+            score = 2 * party_hit + 2 * bool(case.plates & plates)
+            score += 2 * (case.number.split("-")[-2] in serials)
+            score += any(_has_name(lowered, a) for a in case.addresses)
+            score += max((1 + (len(p.split()) >= 4) for p in case.phrases
+                          if _has_name(lowered, p)), default=0)
+            if score and len(case.topic) >= 5 and case.topic in lowered:
                 score += 1
-            if score >= 2:
-                scored.append((score, number))
+            if case.clerk and score and _names_clerk(text, lowered, case.clerk):
+                score += 1
+            if score >= (2 if case.open else 3):
+                scored.append((score, case.number))
         if not scored:
             return None
         best = max(s for s, _ in scored)
         hits = [n for s, n in scored if s == best]
         return hits[0] if len(hits) == 1 else None
+
+
+def _names_clerk(text: str, lowered: str, clerk: str) -> bool:
+    """The clerk's full name, a greeting with the first name, or the capitalised first name
+    as a word ("fik at vide af Bo", "Ullas mail")."""
+    first = clerk.split()[0].capitalize()
+    return (_has_name(lowered, clerk) or _greets(text, clerk)
+            or re.search(rf"(?<!\w){re.escape(first)}s?(?!\w)", text) is not None)
 
 
 def _has_name(lowered_text: str, name: str) -> bool:
@@ -282,7 +326,12 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
                             own_domains=k.own_domains if k else frozenset())
     found += (Entity(kind="keyword", value=w, source="text")
               for w in keywords(subject, body, limit=max_keywords))
-    if k is not None and k.register and not any(e.kind == "case_number" for e in found):
+    # A clerk looks a writer's matter up in the register; mail no person wrote (newsletters,
+    # notifications, automatic replies) names no matter of its own, however many a case
+    # title's words it repeats.
+    automatic = {"newsletter", "commercial", "auto_reply", "delivery_report", "read_receipt"}
+    if (k is not None and k.register and not any(e.kind == "case_number" for e in found)
+            and not any(e.kind in automatic for e in found)):
         plates = frozenset(e.value for e in found if e.kind == "licence_plate")
         serials = frozenset(m.group(1) for t in (subject, body) for m in _BARE_SERIAL.finditer(t))
         hit = k.search(f"{subject}\n{body}", sender_name, plates, serials)

@@ -16,7 +16,14 @@ import yaml
 
 from shared.tenant import Tenant
 
-from .entities import ESDH_PATTERNS, Knowledge, compile_phrases, licence_plates
+from .entities import (
+    ESDH_PATTERNS,
+    Knowledge,
+    RegisteredCase,
+    compile_phrases,
+    licence_plates,
+    title_marks,
+)
 from .kle import KlePlan
 
 NOT_RELEVANT = "ikke-relevant"
@@ -76,10 +83,11 @@ def build_knowledge(tenant: Tenant, plan: KlePlan | None = None,
     entries += ((p, "keyword", p.lower()) for p in _rule_phrases(tenant))
     clerks = {(u.id, c.initials): c.name for u in tenant.units.values() for c in u.clerks}
     register = tuple(
-        (c.case_number, (c.party or "").strip().lower(),
-         frozenset(e.value for e in licence_plates(c.title)),
-         clerks.get((c.unit or "", c.clerk or ""), "").lower())
-        for c in tenant.cases.values() if c.status == "open")
+        RegisteredCase(c.case_number, (c.party or "").strip().lower(),
+                       frozenset(e.value for e in licence_plates(c.title)),
+                       clerks.get((c.unit or "", c.clerk or ""), "").lower(),
+                       *title_marks(c.title, c.party or ""), open=c.status == "open")
+        for c in tenant.cases.values())
     return Knowledge(
         register=register,
         case_patterns=tuple((n, re.compile(rx)) for n, rx in patterns),
@@ -116,6 +124,8 @@ def unit_profiles(tenant: Tenant, plan: KlePlan | None) -> list[UnitProfile]:
             for group in sorted({e.group for e in entries if len(e.code) >= 5}):
                 texts.append(" ".join(f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"
                                       for e in entries if e.group == group))
+            texts += [f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"
+                      for e in entries if len(e.code) == 8]
         texts += [_strip_party(c.title, c.party) for c in tenant.cases.values()
                   if c.unit == unit.id]
         texts += [f.title for f in tenant.forms.values() if f.route == unit.id]

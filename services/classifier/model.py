@@ -187,10 +187,22 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
-def _confidence_features(proba: np.ndarray) -> np.ndarray:
+_POINTER_AT = len(PAIR_FEATURES) - len(_NR_SIGNALS) - 1 - len(_POINTERS)
+
+
+def _confidence_features(proba: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """What says the top unit is right beyond its probability: which of the item's own
+    pointers (case, KLE number, form, mailbox, department name) name it, and whether any
+    pointer names another unit instead (mail to one unit about another's business)."""
+    rows = np.arange(len(proba))
+    top_k = np.argmax(proba, axis=1)
     top2 = np.sort(proba, axis=1)[:, -2:]
     top, second = top2[:, 1], top2[:, 0]
-    return np.column_stack([np.log(top / (1 - top + 1e-9) + 1e-9), top - second])
+    pointers = feats[:, :, _POINTER_AT:_POINTER_AT + len(_POINTERS)]
+    own = pointers[rows, top_k]  # (items, pointers)
+    elsewhere = pointers.max(axis=2).sum(axis=1) - own.max(axis=1)
+    return np.column_stack([np.log(top / (1 - top + 1e-9) + 1e-9), top - second, own,
+                            (elsewhere > 0).astype(float)])
 
 
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
@@ -221,7 +233,7 @@ class RoutingModel:
             return []
         feats = self.ranker.features(xs)
         proba = softmax(self.ranker.scores(feats))
-        conf = self.confidence(proba)
+        conf = self.confidence(proba, feats)
         out = []
         for i, row in enumerate(proba):
             k = int(np.argmax(row))
@@ -230,10 +242,10 @@ class RoutingModel:
                                        bool(conf[i] < self.threshold), why))
         return out
 
-    def confidence(self, proba: np.ndarray) -> np.ndarray:
+    def confidence(self, proba: np.ndarray, feats: np.ndarray) -> np.ndarray:
         if self.calibrator is None:
             return np.asarray(np.max(proba, axis=1))
-        return np.asarray(self.calibrator.predict_proba(_confidence_features(proba))[:, 1])
+        return np.asarray(self.calibrator.predict_proba(_confidence_features(proba, feats))[:, 1])
 
     def _explain(self, pair: np.ndarray, n: int) -> tuple[str, ...]:
         contrib = pair * self.ranker.weights
@@ -266,7 +278,7 @@ def train(items: Sequence[tuple[Inputs, str]], profiles: Sequence[tuple[Inputs, 
     progress("features")
     feats = ranker.features([x for x, _ in items], [str(f) for f in fold])
     ys = np.array([classes.index(y) if y in classes else -1 for _, y in items])
-    conf_rows, correct_rows = [], []
+    conf_rows, feat_rows, correct_rows = [], [], []
     for n, f in enumerate(sorted(set(fold.tolist())), start=1):
         progress(f"held-out fold {n}")
         fit, held = fold != f, fold == f
@@ -275,17 +287,20 @@ def train(items: Sequence[tuple[Inputs, str]], profiles: Sequence[tuple[Inputs, 
         ranker.fit_weights(feats[fit], ys[fit].tolist(), c)
         proba = softmax(ranker.scores(feats[held]))
         conf_rows.append(proba)
+        feat_rows.append(feats[held])
         correct_rows.append(np.argmax(proba, axis=1) == ys[held])
     progress("final model")
     ranker.fit_weights(feats, ys.tolist(), c)
     proba_all = np.vstack(conf_rows) if conf_rows else np.zeros((0, len(classes)))
+    feats_all = (np.concatenate(feat_rows) if feat_rows
+                 else np.zeros((0, len(classes), len(PAIR_FEATURES))))
     correct = np.concatenate(correct_rows).astype(float) if correct_rows else np.zeros(0)
     calibrator = None
     if 0 < correct.sum() < len(correct):
-        calibrator = LogisticRegression().fit(_confidence_features(proba_all),
+        calibrator = LogisticRegression().fit(_confidence_features(proba_all, feats_all),
                                               correct.astype(int))
     routing = RoutingModel(ranker, calibrator, 1.0, target_precision)
-    conf = routing.confidence(proba_all) if len(correct) else np.zeros(0)
+    conf = routing.confidence(proba_all, feats_all) if len(correct) else np.zeros(0)
     routing.threshold = choose_threshold(conf, correct, target_precision) if len(correct) else 1.0
     covered = conf >= routing.threshold
     metrics = {

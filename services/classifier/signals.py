@@ -86,9 +86,15 @@ def sender_signals(subject: str, body: str, sender: str, *, auto_submitted: bool
     if _READ_SUBJECT.match(subject):
         yield Entity(kind="auto_reply", value="true", source="headers")
         yield Entity(kind="read_receipt", value="true", source="headers")
-    if len({m.group().lower() for m in _COMMERCIAL.finditer(f"{subject}\n{body}")}) >= 2:
+    # "afmelde" and "afmelding" are one sign (and a citizen deregistering a car uses both).
+    marks = {re.sub(r"^afmeld\w*", "afmeld", m.group().lower())
+             for m in _COMMERCIAL.finditer(f"{subject}\n{body}")}
+    if len(marks) >= 2:
         yield Entity(kind="commercial", value="true", source="text")
-    if (_NOREPLY_LOCAL.search(local) or "list-unsubscribe" in headers
+    # An authority's no-reply address still asks something of the municipality (Udbetaling
+    # Danmark asking an employer for data); only its list headers make it a newsletter.
+    authority = domain in AUTHORITY_DOMAINS or domain.endswith(".kommune.dk")
+    if ((_NOREPLY_LOCAL.search(local) and not authority) or "list-unsubscribe" in headers
             or precedence in {"bulk", "list"} or _UNSUBSCRIBE.search(body[-2000:])):
         yield Entity(kind="newsletter", value="true", source="sender")
 

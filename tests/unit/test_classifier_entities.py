@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.classifier.entities import Knowledge, compile_phrases, extract, valid_cvr
+from services.classifier.entities import (
+    Knowledge,
+    RegisteredCase,
+    compile_phrases,
+    extract,
+    title_marks,
+    valid_cvr,
+)
 from services.classifier.parts import split_body
 from tests.conftest import SAMPLE_DATA
 
@@ -108,10 +115,20 @@ def test_sample_data_entities_match_labels() -> None:
 REGISTER = Knowledge(
     cases={"05.09.02-G01-134-24": ("parkering", "ALA"), "07.18.06-G01-3167-24": ("affald", "BKR"),
            "02.34.04-G01-631-24": ("byggeri", "KMO"), "05.09.12-P20-1772-24": ("parkering", "TBN")},
-    register=(("05.09.02-G01-134-24", "anders yilmaz", frozenset({"DS11934"}), "amalie larsen"),
-              ("07.18.06-G01-3167-24", "ib rasmussen", frozenset(), "bo kristensen"),
-              ("02.34.04-G01-631-24", "ib rasmussen", frozenset(), "karsten mortensen"),
-              ("05.09.12-P20-1772-24", "hanne vang", frozenset(), "tobias bendtsen")))
+    register=(
+        RegisteredCase("05.09.02-G01-134-24", "anders yilmaz", frozenset({"DS11934"}),
+                       "amalie larsen", *title_marks("Beboerlicens - DS 11 934 - Kirkegade 115",
+                                                     "Anders Yilmaz")),
+        RegisteredCase("07.18.06-G01-3167-24", "ib rasmussen", frozenset(), "bo kristensen"),
+        RegisteredCase("02.34.04-G01-631-24", "ib rasmussen", frozenset(), "karsten mortensen"),
+        RegisteredCase("05.09.12-P20-1772-24", "hanne vang", frozenset(), "tobias bendtsen"),
+        RegisteredCase("25.02.00-G01-2613-26", "", frozenset(), "nanna skov",
+                       *title_marks("Ejendomsskat - Engvej 78", "")),
+        RegisteredCase("81.02.00-G01-3344-26", "ulla petersen", frozenset(), "rasmus olesen",
+                       *title_marks("Stillingsopslag - Ingeniør til Vej og Park",
+                                    "Ulla Petersen")),
+        RegisteredCase("29.03.00-G01-2407-26", "birgit poulsen", frozenset(), "lone kjær",
+                       open=False)))
 
 
 def test_register_search_finds_a_case_named_without_its_number() -> None:
@@ -130,6 +147,24 @@ def test_register_search_finds_a_case_named_without_its_number() -> None:
     assert case("Spørgsmål", "Hvornår sker der noget?", "Ib Rasmussen") == []
     # Nobody the register knows.
     assert case("Spørgsmål", "Hej Amalie, hvornår?", "Ole Hansen") == []
+    # The clerk's first name as a word tells the party's two cases apart as well.
+    assert case("Spanden", "Jeg fik at vide af Bo at det var ordnet.", "Ib Rasmussen") == [
+        "07.18.06-G01-3167-24"]
+    # The title's address and its topic; a long phrase of the title; an address alone is not
+    # enough (another matter at the same house).
+    assert case("", "Min ejendomsskattebillet for Engvej 78 er trukket to gange.") == [
+        "25.02.00-G01-2613-26"]
+    assert case("Ansøgning - ingeniør til Vej og Park", "Hermed min ansøgning.", "Ny Person"
+                ) == ["81.02.00-G01-3344-26"]
+    assert case("Information request", "About the property at Kirkegade 115.") == []
+    # A closed case needs more than its party: the party and the clerk greeted.
+    assert case("Sundhedskort", "Hej Lone Kjær, der står forkert læge.", "Birgit Poulsen") == [
+        "29.03.00-G01-2407-26"]
+    assert case("Spørgsmål", "Hvornår?", "Birgit Poulsen") == []
+    # Mail no person wrote is not looked up, however much of a title it repeats.
+    assert kinds(extract("Du har 4 nye notifikationer", "Nyt job: Ingeniør til Vej og Park",
+                         sender="notifications-noreply@linkedin.com", knowledge=REGISTER),
+                 "case_number") == []
 
 
 def test_local_organisations_are_not_lookalikes_but_spelled_out_domains_are() -> None:
@@ -147,3 +182,14 @@ def test_sales_offers_are_commercial_and_citizens_are_not() -> None:
     assert kinds(extract("Sommerpris på vejsalt", offer), "commercial") == ["true"]
     assert kinds(extract("Glat vej", "Der er ikke saltet på Bakkedraget. Afmeld min "
                          "tilmelding til storskrald."), "commercial") == []
+    # "afmelde" and "afmelding" are one sign, not two.
+    assert kinds(extract("Afmelding af nummerplader", "Ophuggeren siger jeg selv skal afmelde "
+                         "bilen."), "commercial") == []
+
+
+def test_an_authoritys_no_reply_address_is_not_a_newsletter() -> None:
+    ask = "Vi beder jer udfylde anmeldelsen i NemRefusion. Denne e-mail kan ikke besvares."
+    assert kinds(extract("Anmodning om oplysninger", ask, sender="noreply.barsel@udbetaling.dk",
+                         knowledge=KNOW), "newsletter") == []
+    assert kinds(extract("Nyt fra os", "Læs mere", sender="noreply@shop.dk", knowledge=KNOW),
+                 "newsletter") == ["true"]
