@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.classifier.corrections import GROUP, Attachment, CorrectedItem, record, summary
@@ -27,7 +28,7 @@ from shared.blobs import BlobStore, FileBlobStore
 from shared.contracts import ItemExtracted, parse_event
 from shared.db import create_engine, session_factory
 from shared.db.models import Correction, Item, OutboxMessage, Retention
-from shared.errors import InvalidInput
+from shared.errors import ConfigurationError, InvalidInput
 from shared.files import write_atomic
 from shared.settings import Settings
 
@@ -107,7 +108,13 @@ def read_corrections(settings: Settings, *, since: datetime | None = None) -> Lo
         finally:
             await engine.dispose()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except (SQLAlchemyError, OSError) as exc:
+        # The driver's own message, not SQLAlchemy's (which repeats the statement).
+        cause = getattr(exc, "orig", None) or exc
+        raise ConfigurationError(f"cannot read corrections from the database: {cause}"
+                                 ) from exc
 
 
 def labelled(loaded: Loaded) -> list[LabelledItem]:
@@ -135,10 +142,10 @@ def export(
 ) -> None:
     """Write the items whose final unit a clerk set, labelled with that unit, in the sample
     data's item format. The file contains message text: it is created with mode 0600."""
-    loaded = read_corrections(Settings(), since=since)
     try:
+        loaded = read_corrections(Settings(), since=since)
         write_private(out, [json.dumps(record(c), ensure_ascii=False) for c in loaded.items])
-    except OSError as exc:
+    except (ConfigurationError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {out} (mode 0600, contains message text): {report(loaded)}")
