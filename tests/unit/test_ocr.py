@@ -94,6 +94,21 @@ async def service(_tesseract: None) -> AsyncIterator[ExtractionService]:
     await svc.pool.close()
 
 
+def test_median_filter_is_pils_median() -> None:
+    """The numpy sorting network gives exactly PIL's MedianFilter(3), edges included."""
+    import numpy as np
+    from PIL import ImageFilter
+
+    from services.ingest.ocr import median3
+
+    page = Image.open(io.BytesIO(render_letter(LETTER[:6], skew=1.5, noise=0.01, seed=2)))
+    rng = np.random.default_rng(7)
+    for image in (page.convert("L"), *(Image.fromarray(rng.integers(0, 256, shape, np.uint8))
+                                       for shape in ((1, 1), (2, 3), (5, 8), (31, 17)))):
+        assert np.array_equal(np.asarray(median3(image)),
+                              np.asarray(image.filter(ImageFilter.MedianFilter(3))))
+
+
 async def test_danish_letter_noise_and_skew(service: ExtractionService) -> None:
     truth = "\n".join(LETTER)
     out = await service.document(render_letter(LETTER, skew=1.5, noise=0.01), "brev.png")
