@@ -8,6 +8,9 @@ hit in the worker pool, a PDF that turns out unreadable) is failed on the item, 
 its file from the archive to the error folder. It runs after the failure is committed, so the
 file follows the final outcome; the bus redelivers it after a crash and every step is
 idempotent (a file already in the error folder is left alone, the reason note is rewritten).
+A file intake has not placed yet (a crash between its commit and its move) is left to intake:
+its next look finds the content taken in and failed, and after moving a file to the archive
+it looks at the item's state once more, so a failure committed meanwhile is not missed.
 The item keeps its reference: `source_ref` is the file name, `raw_sha256` identifies the file
 (a name taken by another file gets `-<sha[:12]>`), and the reason note names the item.
 """
@@ -32,10 +35,6 @@ CONSUMER = "scan-placement"
 # up on an item stuck before extraction. Intake failures ("ingest") were placed at intake.
 EXTRACTION_STAGES = {"extractor", ItemState.RECEIVED.value}
 _CPR = re.compile(r"\b\d{6}-?\d{4}\b")
-
-
-class ScanStillInInbox(Exception):
-    """The file has not left the drop folder yet (intake is moving it): try again later."""
 
 
 def target_name(folder: Path, path: Path, sha: str) -> Path:
@@ -79,7 +78,8 @@ def _found(folder: Path, name: str, sha: str) -> Path | None:
 def relocate(inbox: Path, archive: Path, errors: Path, name: str, sha: str, reason: str,
              item_id: str) -> str:
     """The failed scan's file from the archive to the error folder: moved, already (in the
-    error folder) or gone (not found: removed by someone, or never stored)."""
+    error folder), waiting (still in the drop folder: intake, after a crash, has not placed it
+    yet; its next look sees the failure and places it) or gone (removed by someone)."""
     if (found := _found(archive, name, sha)) is not None:
         errors.mkdir(parents=True, exist_ok=True)
         place(found, errors, sha, reason, item_id)
@@ -87,7 +87,7 @@ def relocate(inbox: Path, archive: Path, errors: Path, name: str, sha: str, reas
     if _found(errors, name, sha) is not None:
         return "already"
     if _found(inbox, name, sha) is not None:
-        raise ScanStillInInbox(name)
+        return "waiting"
     return "gone"
 
 

@@ -32,7 +32,7 @@ from shared.errors import InvalidInput
 from shared.runtime import Runtime
 
 from .extraction import ExtractionService
-from .scanfiles import FailedScans, place, sha_of
+from .scanfiles import FailedScans, place, relocate, sha_of
 
 log = structlog.get_logger(__name__)
 PRODUCER = "ingest"
@@ -150,6 +150,8 @@ class ScanFolder:
             await asyncio.to_thread(self._move, path, sha, reason)
         finally:
             await self.runtime.relay.publish(emitted)
+        if outcome == "duplicates" and not reason:
+            await self._failed_meanwhile(name, sha)
         if outcome == "new":
             metrics.ITEMS_RECEIVED.labels(Channel.SCAN.value).inc()
         elif outcome == "failed":
@@ -162,6 +164,18 @@ class ScanFolder:
             outcome, reason = await record_scan(uow, self.mailbox, name, sha, blob, problem)
             await uow.commit()
         return outcome, reason, uow.emitted
+
+    async def _failed_meanwhile(self, name: str, sha: str) -> None:
+        """A file taken in before (a crash kept it here) whose item failed extraction while
+        this look moved it to the archive: FailedScans found it still here, so place it."""
+        async with self.runtime.uow() as uow:
+            item = (await uow.session.execute(select(Item).join(
+                SourceMessage, SourceMessage.item_id == Item.id).where(
+                SourceMessage.mailbox == self.mailbox, SourceMessage.source_ref == sha))
+            ).scalar_one_or_none()
+        if item is not None and item.channel == Channel.SCAN.value and item.failure_reason:
+            await asyncio.to_thread(relocate, self.inbox, self.archive, self.errors, name, sha,
+                                    item.failure_reason, str(item.id))
 
     def _move(self, path: Path, sha: str, reason: str) -> None:
         place(path, self.errors if reason else self.archive, sha, reason)
