@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exchangelib import DELEGATE, Account, Build, Configuration, Version
+from exchangelib.transport import OAUTH2
 from sqlalchemy import select
 
 from services import ingest
-from services.ingest.ews import EwsMailbox
+from services.ingest.ews import EwsMailbox, _oauth2_credentials
 from services.ingest.syncstate import DbSyncStore
 from shared.db.models import MailboxStatus, MailboxSync
 from shared.errors import ConfigurationError
@@ -332,6 +334,18 @@ async def test_oauth2_client_credentials_and_app_impersonation(
             assert set(ews.anchors) == {BYG}
         finally:
             await runtime.stop()
+
+        # What Exchange answers an app-only token used without impersonation (why the adapter
+        # refuses that configuration below): exchangelib directly, delegate access.
+        creds = _oauth2_credentials(MailboxConfig.model_validate(
+            oauth(app, "PF_TEST_EWS_APP_SECRET")))
+        creds.identity = None
+        account = Account(BYG, access_type=DELEGATE, autodiscover=False, config=Configuration(
+            service_endpoint=ews.url, credentials=creds, auth_type=OAUTH2,
+            version=Version(Build(15, 1, 2507, 6))))
+        with pytest.raises(Exception, match="ExchangeImpersonation SOAP header must be present"):
+            account.inbox.refresh()
+        account.protocol.close()
 
     # An app-only token without impersonation is what Exchange refuses: refused up front.
     config = oauth(app, "PF_TEST_EWS_APP_SECRET")
