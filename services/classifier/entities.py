@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 
 from shared.contracts import Entity
 from shared.personal import cpr_digest
 
-from .lemmas import lemma, words
+from .lemmas import lemma, tokens, words
 from .signals import sender_signals
 
 _LETTERS = "A-Za-zÆØÅæøå"
@@ -86,12 +87,34 @@ class Knowledge:
     cpr_key: bytes | None = None
 
     _by_suffix: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    # Every party, address and title phrase of the register in one pattern, and the cases
+    # each names: one pass over a text finds the few cases worth scoring.
+    _names: re.Pattern[str] | None = field(default=None, init=False, repr=False)
+    _named: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _by_serial: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _by_plate: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[str]] = {}
         for number in self.cases:
             index.setdefault(_suffix(number), []).append(number)
         object.__setattr__(self, "_by_suffix", index)
+        named: dict[str, list[int]] = {}
+        serial: dict[str, list[int]] = {}
+        plate: dict[str, list[int]] = {}
+        for i, case in enumerate(self.register):
+            for name in {case.party, *case.addresses, *case.phrases} - {""}:
+                named.setdefault(name, []).append(i)
+            serial.setdefault(case.number.split("-")[-2], []).append(i)
+            for p in case.plates:
+                plate.setdefault(p, []).append(i)
+        object.__setattr__(self, "_named", named)
+        object.__setattr__(self, "_by_serial", serial)
+        object.__setattr__(self, "_by_plate", plate)
+        if named:
+            # A lookahead finds overlapping names too; longer names are tried first.
+            alternatives = "|".join(re.escape(n) for n in sorted(named, key=len, reverse=True))
+            object.__setattr__(self, "_names", re.compile(rf"(?<!\w)(?=({alternatives})(?!\w))"))
 
     def confirm_case(self, candidate: str) -> str | None:
         """The register's case number for `candidate`, when the register confirms it: the
@@ -113,15 +136,19 @@ class Knowledge:
         names it more fully); the best score must be unique, a tie is no match."""
         lowered = text.lower()
         sender = sender_name.strip().lower()
+        found = {m.group(1) for m in self._names.finditer(lowered)} if self._names else set()
+        candidates = {i for name in found | {sender} for i in self._named.get(name, ())}
+        candidates.update(i for s in serials for i in self._by_serial.get(s, ()))
+        candidates.update(i for p in plates for i in self._by_plate.get(p, ()))
         scored: list[tuple[int, str]] = []
-        for case in self.register:
-            party_hit = bool(case.party) and (case.party == sender
-                                              or _has_name(lowered, case.party))
+        for i in sorted(candidates):
+            case = self.register[i]
+            party_hit = bool(case.party) and (case.party == sender or case.party in found)
             score = 2 * party_hit + 2 * bool(case.plates & plates)
             score += 2 * (case.number.split("-")[-2] in serials)
-            score += any(_has_name(lowered, a) for a in case.addresses)
-            score += max((1 + (len(p.split()) >= 4) for p in case.phrases
-                          if _has_name(lowered, p)), default=0)
+            score += any(a in found for a in case.addresses)
+            score += max((1 + (len(p.split()) >= 4) for p in case.phrases if p in found),
+                         default=0)
             if score and len(case.topic) >= 5 and case.topic in lowered:
                 score += 1
             if case.clerk and score and _names_clerk(text, lowered, case.clerk):
@@ -282,28 +309,46 @@ def _shape(table: _Table) -> tuple[int, frozenset[str]]:
     return hit[1], hit[2]
 
 
+_PHRASE_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+
+
 def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source: str = "body",
             ) -> Iterator[Entity]:
     """Phrases of the table (department names, synonyms, rule phrases) found on lemmas."""
     if not table:
         return
     longest, firsts = _shape(table)
-    found = [(m, lemma(m.group())) for m in re.finditer(r"[^\W\d_]+(?:-[^\W\d_]+)*", text)]
-    for i in range(len(found)):
-        if found[i][1] not in firsts:
+    # Lemmas of the words first; match objects only when a phrase is found.
+    lems = tokens(text)[1]
+    spans: list[tuple[int, int]] = []
+    for i in range(len(lems)):
+        if lems[i] not in firsts:
             continue  # no phrase starts with this word
-        for n in range(min(longest, len(found) - i), 0, -1):
-            key = tuple(lem for _, lem in found[i:i + n])
-            hit = table.get(key)
+        for n in range(min(longest, len(lems) - i), 0, -1):
+            hit = table.get(tuple(lems[i:i + n]))
             if hit is not None:
-                yield Entity(kind=hit[0], value=hit[1], start=found[i][0].start(),
-                             end=found[i + n - 1][0].end(), source=source)
+                # The words were found in the lower-cased text: find their spans there (the
+                # same as in `text` unless lower-casing changed a length, e.g. "İ").
+                spans = spans or [m.span() for m in _PHRASE_WORD.finditer(text.lower())]
+                yield Entity(kind=hit[0], value=hit[1], start=spans[i][0],
+                             end=spans[i + n - 1][1], source=source)
                 break
+
+
+@lru_cache(maxsize=100_000)
+def _keyword(lemma_: str) -> Entity:
+    # Entities are frozen, so one per lemma can be shared; building dozens per item was a
+    # tenth of the extraction time.
+    return Entity(kind="keyword", value=lemma_, source="text")
 
 
 def keywords(*texts: str, limit: int = 300) -> list[str]:
     """The distinct lemmas of the texts (words of three letters or more), sorted."""
-    return sorted({lemma(w) for t in texts for w in words(t) if len(w) >= 3})[:limit]
+    found: set[str] = set()
+    for t in texts:
+        ws, ls = tokens(t)
+        found.update(lem for w, lem in zip(ws, ls, strict=True) if len(w) >= 3)
+    return sorted(found)[:limit]
 
 
 def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
@@ -324,8 +369,7 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
     found += sender_signals(subject, body, sender, auto_submitted=auto_submitted,
                             headers=headers or {},
                             own_domains=k.own_domains if k else frozenset())
-    found += (Entity(kind="keyword", value=w, source="text")
-              for w in keywords(subject, body, limit=max_keywords))
+    found += map(_keyword, keywords(subject, body, limit=max_keywords))
     # A clerk looks a writer's matter up in the register; mail no person wrote (newsletters,
     # notifications, automatic replies) names no matter of its own, however many a case
     # title's words it repeats.

@@ -16,14 +16,15 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from .features import Inputs
 from .kle import KlePlan
 from .lemmas import lemmas
-from .model import _TOKEN
+from .model import similarity, terms_first
+from .vectors import transform
 
 
 @dataclass
 class KlePredictor:
     codes: list[str]
     vectorizer: TfidfVectorizer
-    matrix: object  # sparse (topics x terms), L2-normalised rows
+    matrix: object  # sparse, terms x topics (see model.similarity), L2-normalised topics
     owned: dict[str, list[int]]  # unit -> indices of the topics it owns
 
     @classmethod
@@ -41,15 +42,15 @@ class KlePredictor:
         if not docs:
             return None
         codes = sorted(docs)
-        vectorizer = TfidfVectorizer(token_pattern=_TOKEN, lowercase=False, sublinear_tf=True)
-        matrix = vectorizer.fit_transform([" ".join(docs[c]) for c in codes])
+        vectorizer = TfidfVectorizer(analyzer=str.split, sublinear_tf=True)
+        matrix = terms_first(vectorizer.fit_transform([" ".join(docs[c]) for c in codes]))
         owned = {unit: [i for i, c in enumerate(codes)
                         if any(c == p or c.startswith(p + ".") for p in prefixes)]
                  for unit, prefixes in unit_prefixes.items()}
         return cls(codes, vectorizer, matrix, owned)
 
     def predict(self, xs: Sequence[Inputs], units: Sequence[str]) -> list[str | None]:
-        sims = (self.vectorizer.transform([x.own for x in xs]) @ self.matrix.T).toarray()  # type: ignore[attr-defined]
+        sims = similarity(transform(self.vectorizer, [x.own for x in xs]), self.matrix)
         out: list[str | None] = []
         for row, unit in zip(sims, units, strict=True):
             candidates = self.owned.get(unit)

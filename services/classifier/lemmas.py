@@ -37,10 +37,18 @@ def words(text: str) -> list[str]:
     A regular expression instead of spaCy's tokenizer: for alphabetic words the two agree, and
     this runs on every item where the tokenizer's exceptions and punctuation rules cost time.
     """
-    return [m.group().lower() for m in _WORD.finditer(text)]
+    return _WORD.findall(text.lower())
 
 
 def lemmas(text: str) -> list[str]:
     """The lemmas of the words of `text`, in order."""
     return [lemma(w) for w in words(text)]
 
+
+
+@lru_cache(maxsize=64)
+def tokens(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The words of `text` and their lemmas. Cached for a few texts: the extractor reads the
+    same subject and body for department names and phrases, and again for keywords."""
+    found = tuple(words(text))
+    return found, tuple(map(lemma, found))

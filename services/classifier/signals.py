@@ -33,7 +33,7 @@ _UNSUBSCRIBE = re.compile(r"afmeld(?:e|ing)? (?:nyhedsbrev|her)|unsubscribe|fram
 _COMMERCIAL = re.compile(
     r"ekskl\.? moms|excl\.? vat|tilbuddet gælder|early bird|uforpligtende tilbud|"
     r"tilmelding (?:på|via|her)|tilmeld dig|sommerpris|kampagnepris|rabatkode|webinar|"
-    r"afmeld(?:e|ing)?\b|unsubscribe|bestil (?:før|inden)|invitation:", re.IGNORECASE)
+    r"afmeld(?:e|ing)?\b|unsubscribe|bestil (?:før|inden)|invitation:")  # on lower-case text
 # Danish public authorities that write to municipalities; a tenant may add its own.
 AUTHORITY_DOMAINS = frozenset({
     "udbetaling.dk", "skat.dk", "sktst.dk", "borger.dk", "politi.dk", "ast.dk", "star.dk",
@@ -88,7 +88,7 @@ def sender_signals(subject: str, body: str, sender: str, *, auto_submitted: bool
         yield Entity(kind="read_receipt", value="true", source="headers")
     # "afmelde" and "afmelding" are one sign (and a citizen deregistering a car uses both).
     marks = {re.sub(r"^afmeld\w*", "afmeld", m.group().lower())
-             for m in _COMMERCIAL.finditer(f"{subject}\n{body}")}
+             for m in _COMMERCIAL.finditer(f"{subject}\n{body}".lower())}
     if len(marks) >= 2:
         yield Entity(kind="commercial", value="true", source="text")
     # An authority's no-reply address still asks something of the municipality (Udbetaling

@@ -1,0 +1,80 @@
+"""TF-IDF vectors of new items with a fitted scikit-learn vectoriser, without its per-call cost.
+
+`TfidfVectorizer.transform` validates its input and its own fitted state, wraps its output
+and counts through generic code on every call: for one item that is most of the time of a
+prediction. `transform` here computes the same matrix (tested against scikit-learn) from the
+fitted vocabulary and idf weights, for vectorisers set up the way this package sets them up
+(L2 norm, idf, optional sublinear tf). Fitting stays with scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+_ANALYZERS: dict[int, tuple[TfidfVectorizer, Callable[[str], Any]]] = {}
+
+
+def _analyzer(vec: TfidfVectorizer) -> Callable[[str], Any]:
+    # Built once per vectoriser (kept with it, so a reused id of a freed one cannot match).
+    hit = _ANALYZERS.get(id(vec))
+    if hit is None or hit[0] is not vec:
+        plain = (vec.lowercase and vec.preprocessor is None and vec.strip_accents is None
+                 and vec.input == "content")
+        if vec.analyzer == "char_wb" and plain:
+            low, high = vec.ngram_range
+            hit = (vec, lambda doc: _char_wb(doc, low, high))
+        else:
+            hit = (vec, vec.build_analyzer())
+        _ANALYZERS[id(vec)] = hit
+    return hit[1]
+
+
+def _char_wb(doc: str, low: int, high: int) -> list[str]:
+    """scikit-learn's `char_wb` n-grams (lower-cased, each word padded with a space), with a
+    list comprehension per word instead of an append per n-gram."""
+    out: list[str] = []
+    for word in doc.lower().split():
+        w = f" {word} "
+        size = len(w)
+        for n in range(low, high + 1):
+            if size <= n:  # a short word counts once, as a whole
+                out.append(w)
+                break
+            out += [w[i:i + n] for i in range(size - n + 1)]
+    return out
+
+
+def transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
+    if vec.norm != "l2" or not vec.use_idf or vec.binary:
+        return sp.csr_matrix(vec.transform(docs))  # a set-up this fast path does not cover
+    analyze = _analyzer(vec)
+    vocabulary: dict[str, int] = vec.vocabulary_
+    indptr = [0]
+    indices: list[int] = []
+    get = vocabulary.get
+    for doc in docs:
+        # Look-ups in C (map); duplicates are summed by scipy below.
+        indices.extend([j for j in map(get, analyze(doc)) if j is not None])
+        indptr.append(len(indices))
+    counts = sp.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int32),
+                            np.asarray(indptr, dtype=np.int32)),
+                           shape=(len(docs), len(vocabulary)))
+    counts.sum_duplicates()  # sorts each row's columns and adds up repeated tokens
+    values = counts.data
+    if vec.sublinear_tf:
+        values = np.log(values) + 1.0
+    cols = counts.indices
+    values *= vec.idf_[cols]
+    rows = counts.indptr
+    lengths = np.diff(rows)
+    owner = np.repeat(np.arange(len(docs)), lengths)
+    norms = np.sqrt(np.bincount(owner, weights=values * values, minlength=len(docs)))
+    norms[norms == 0] = 1.0
+    values /= norms[owner]
+    return sp.csr_matrix((values.astype(vec.dtype), cols, rows),
+                         shape=(len(docs), len(vocabulary)))
