@@ -10,6 +10,7 @@ from shared.db import UnitOfWork
 from shared.errors import InvalidInput
 from shared.runtime import Consumer, Runtime
 
+from .batching import Batcher
 from .document import Document
 from .entities import extract
 
@@ -29,6 +30,8 @@ async def start(runtime: Runtime) -> None:
         Classifier.from_tenant, runtime.tenant, model, None,
         key.get_secret_value().encode() if key is not None else None)
 
+    batcher = Batcher(classifier.classify_many)
+
     async def handle(event: ItemEvent, uow: UnitOfWork) -> None:
         if not isinstance(event, ItemExtracted):
             raise InvalidInput(f"classifier got {type(event).__name__}")
@@ -45,7 +48,7 @@ async def start(runtime: Runtime) -> None:
                        sender=event.sender.address,
                        sender_name=event.sender.name, mailbox=event.mailbox,
                        channel=event.channel.value, auto_submitted=event.auto_submitted)
-        c = classifier.classify(doc)
+        c = await batcher.submit(doc)
         item.entities = [e.model_dump() for e in c.entities if e.kind != "keyword"]
         item.personal_data = c.personal_data
         p = c.prediction
