@@ -2,8 +2,7 @@
 Entra ID does it for Graph and Exchange Online IMAP), or a token from an environment variable.
 
 Tokens are cached until shortly before they expire; the secret never appears in logs. Shared by
-the services that talk to mailboxes (delivery writes into units' folders with it);
-services/ingest/oauth.py is the same code and can import it from here.
+the services that talk to mailboxes: ingest reads them, delivery writes into units' folders.
 """
 
 from __future__ import annotations

@@ -102,8 +102,9 @@ class Form(_Model):
     clients: tuple[FormClient, ...] = ()
     max_attachments: int = Field(10, ge=0)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=0)
-    attachment_types: tuple[str, ...] = ("application/pdf", "image/jpeg", "image/png",
-                                         "image/tiff", "text/plain")
+    attachment_types: tuple[str, ...] = (
+        "application/pdf", "image/jpeg", "image/png", "image/tiff", "text/plain",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
 
 
 class OAuth2Config(_Model):

@@ -33,7 +33,7 @@ def _store(settings: Settings) -> RabbitDeadLetters:
 
 
 def _consumers(consumer: str | None) -> tuple[str, ...]:
-    from services.api.deadletters import CONSUMERS
+    from shared.bus import CONSUMERS
 
     return (consumer,) if consumer else CONSUMERS
 

@@ -20,17 +20,13 @@ from aio_pika.abc import AbstractIncomingMessage
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from shared import audit
-from shared.bus import Bus
+from shared.bus import CONSUMERS, Bus
 from shared.contracts import TOPICS
 from shared.settings import Settings
 
 from .deps import Administrator, Session, current_principal
 from .schemas import DeadLetterDetail, DeadLetterList, DeadLetterOut, Problem, ReplayResult
 
-# Every consumer queue the services declare (journal-esdh and journal-receipts subscribe
-# straight on the bus; delivery is the unit delivery consumer).
-CONSUMERS = ("extractor", "classifier", "router", "journal", "journal-esdh",
-             "journal-receipts", "delivery")
 _TOPIC_BY_TYPE = TOPICS
 
 

@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from shared.bus import Bus
+from shared.bus import CONSUMERS, Bus
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.db.models import AlertState, Item, utcnow
 from shared.mail import MailSender
@@ -27,10 +27,6 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# The consumer queues whose dead letters are watched (the API's dead-letter list has the
-# same names; services do not import each other).
-CONSUMERS = ("extractor", "classifier", "router", "journal", "journal-esdh",
-             "journal-receipts", "delivery")
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import httpx
 import structlog
 
 from shared.errors import ConfigurationError, TransientError
+from shared.oauth import TokenSource
 from shared.tenant import MailboxConfig, OAuth2Config
 
-from .oauth import TokenSource
 from .syncstate import SyncCursor, SyncStore
 
 log = structlog.get_logger(__name__)

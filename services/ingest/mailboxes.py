@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from shared.errors import TransientError
+from shared.oauth import TokenSource
 from shared.tenant import MailboxConfig
-
-from .oauth import TokenSource
 
 if TYPE_CHECKING:
     from imapclient import IMAPClient

@@ -13,20 +13,12 @@ from __future__ import annotations
 import re
 
 from shared.contracts import ItemRouted, JournalAction
+from shared.personal import CPR_MARK, scrub_cpr
+
+__all__ = ["CPR_MARK", "MAX_TITLE", "case_title", "default_title", "safe_title", "scrub_cpr"]
 
 MAX_TITLE = 200
-CPR_MARK = "[CPR-nr.]"
-# Digits (or the mask's X) at word edges: a date of six digits, then four more. Deliberately
-# wider than the classifier's validated CPR pattern: a false alarm costs a few digits of title,
-# a miss puts a CPR number in front of everyone with access to the ESDH.
-_CPR = re.compile(r"(?<![0-9])[0-3][0-9][. ]?[01][0-9][. ]?[0-9]{2}[ -]?(?:[0-9]{4}|[xX]{4})"
-                  r"(?![0-9])")
 _SPACE = re.compile(r"[\s\x00-\x1f\x7f]+")
-
-
-def scrub_cpr(text: str, mark: str = CPR_MARK) -> str:
-    """`text` with anything shaped like a CPR number replaced by `mark`."""
-    return _CPR.sub(mark, text)
 
 
 def safe_title(text: str, fallback: str) -> str:

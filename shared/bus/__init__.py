@@ -14,7 +14,13 @@ from __future__ import annotations
 from ._policy import RetryPolicy, is_permanent
 from ._protocol import Bus, DeadLetterHook, Handler, Subscription, topic_matches
 
+# Every consumer queue the services declare, for the dead-letter list, its alerts and
+# `postfordeler deadletter` (services do not import each other, so the names live here).
+CONSUMERS = ("extractor", "scan-placement", "classifier", "router", "journal", "journal-esdh",
+             "journal-receipts", "delivery")
+
 __all__ = [
+    "CONSUMERS",
     "Bus",
     "DeadLetterHook",
     "Handler",

@@ -21,6 +21,7 @@ import regex
 
 from shared.contracts import Entity, JournalAction, RouteOutcome
 from shared.errors import ConfigurationError
+from shared.personal import scrub_cpr
 from shared.tenant import Case
 from shared.text import normalise_keyword
 
@@ -185,13 +186,19 @@ def _regex(pattern: str, ctx: _Ctx, why: list[str]) -> bool:
     return found is not None
 
 
+_TITLE_VALUE = 120
+
+
 def _title(template: str, facts: Facts, unit: str | None, matched: Case | None,
            kle: str | None) -> str:
     first = {k: (facts.values(kind) or [""])[0] for k, kind in (
         ("plate", "licence_plate"), ("form", "form"), ("cvr", "cvr"))}
     values = {**first, "subject": facts.subject, "sender": facts.sender, "unit": unit or "",
               "case": matched.case_number if matched else "", "kle": kle or ""}
-    return string.Formatter().vformat(template, (), values).strip()[:300]
+    # Each value on one line, without CPR numbers, and short enough that a long subject
+    # cannot push the placeholders after it out of the title.
+    safe = {k: scrub_cpr(" ".join(str(v).split()))[:_TITLE_VALUE] for k, v in values.items()}
+    return string.Formatter().vformat(template, (), safe).strip()[:300]
 
 
 def _agreement(unit: str | None, p: Prediction | None) -> str:

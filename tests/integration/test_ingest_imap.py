@@ -20,11 +20,11 @@ from services import ingest
 from services.api import create_app
 from services.ingest.extractor import CONSUMER, Extractor
 from services.ingest.mailboxes import ImapMailbox, Mailbox, MaildirMailbox
-from services.ingest.oauth import xoauth2_string
 from services.ingest.poller import MAX_BACKOFF, PollReport, backoff, poll_mailbox, run_mailbox
 from shared.contracts import ItemEvent, ItemExtracted, ItemState
 from shared.db import Item, ItemTransition, SourceMessage
 from shared.db.models import MailboxStatus
+from shared.oauth import xoauth2_string
 from shared.runtime import Consumer, Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
 from tests.conftest import async_wait_for, free_port

@@ -99,3 +99,18 @@ def test_case_owner_needs_a_known_unit() -> None:
     d = decide(rules, Facts(extract("", "sag 05.09.04-K07-1-25")), cases, known_units=["a"],
                fallback_unit="h")
     assert d.outcome is RouteOutcome.TRIAGE
+
+
+def test_a_case_title_keeps_every_placeholder_and_no_cpr_number() -> None:
+    rules = RuleSet.model_validate({"rules": [{
+        "name": "Afgift", "when": {"entity": "licence_plate"},
+        "then": {"route": "parkering", "journal": "new_case", "kle": "05.09.04",
+                 "case_title": "Afgift {plate} - {subject} - {sender}"}}]})
+    subject = "Klage 010190-1234 " + "meget lang " * 60
+    facts = Facts(extract(subject, "Min bil AB 12 345"), mailbox="post", subject=subject,
+                  sender="Ole\nHansen")
+    d = decide(rules, facts, TENANT.cases, known_units=TENANT.units,
+               fallback_unit=TENANT.fallback_unit)
+    assert d.case_title is not None and d.case_title.startswith("Afgift AB12345 - Klage [CPR-nr.]")
+    assert d.case_title.endswith(" - Ole Hansen")  # the subject was cut, not the sender
+    assert "010190" not in d.case_title and "\n" not in d.case_title
