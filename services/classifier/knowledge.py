@@ -109,7 +109,7 @@ def owner_of_kle(tenant: Tenant, code: str) -> str | None:
     return best
 
 
-def _strip_party(title: str, party: str | None) -> str:
+def strip_party(title: str, party: str | None) -> str:
     return title.replace(party, " ") if party else title
 
 
@@ -126,7 +126,7 @@ def unit_profiles(tenant: Tenant, plan: KlePlan | None) -> list[UnitProfile]:
                                       for e in entries if e.group == group))
             texts += [f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"
                       for e in entries if len(e.code) == 8]
-        texts += [_strip_party(c.title, c.party) for c in tenant.cases.values()
+        texts += [strip_party(c.title, c.party) for c in tenant.cases.values()
                   if c.unit == unit.id]
         texts += [f.title for f in tenant.forms.values() if f.route == unit.id]
         profiles.append(UnitProfile(unit.id, tuple(t for t in texts if t.strip()), unit.kle))

@@ -22,7 +22,7 @@ from shared.errors import ConfigurationError
 
 from .pipeline import TrainedModel
 
-FORMAT_VERSION = 3  # 3: the calibrator also weighs which pointers name the top unit
+FORMAT_VERSION = 4  # 4: vectors stored terms-first; the KLE predictor also compares characters
 MODEL_FILE = "model.joblib"
 MANIFEST = "manifest.json"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "spacy", "spacy-lookups-data", "joblib")

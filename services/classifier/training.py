@@ -11,7 +11,7 @@ from .document import LabelledItem
 from .features import Inputs
 from .kle import KlePlan
 from .kle_model import KlePredictor
-from .knowledge import NOT_RELEVANT
+from .knowledge import NOT_RELEVANT, strip_party
 from .lemmas import lemmas
 from .model import train
 from .pipeline import Classifier, TrainedModel, profile_examples
@@ -46,7 +46,9 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
     progress("KLE predictor")
     kle = KlePredictor.fit(plan, [(x, i.label.kle or "") for x, i in zip(xs, items, strict=True)
                                   if i.label.kle and len(i.label.kle) == 8],
-                           {u.id: u.kle for u in tenant.units.values()})
+                           {u.id: u.kle for u in tenant.units.values()},
+                           [(strip_party(c.title, c.party), c.kle) for c in tenant.cases.values()
+                            if c.kle])
     return TrainedModel(routing, kle), metrics
 
 
