@@ -15,10 +15,11 @@ from exchangelib.transport import OAUTH2
 from sqlalchemy import select
 
 from services import ingest
-from services.ingest.ews import EwsMailbox, _oauth2_credentials
+from services.ingest.ews import EwsMailbox
 from services.ingest.syncstate import DbSyncStore
 from shared.db.models import MailboxStatus, MailboxSync
 from shared.errors import ConfigurationError
+from shared.ews import _oauth2_credentials
 from shared.runtime import Runtime
 from shared.tenant import MailboxConfig
 from tests.conftest import async_wait_for, free_port
@@ -338,7 +339,7 @@ async def test_oauth2_client_credentials_and_app_impersonation(
         # What Exchange answers an app-only token used without impersonation (why the adapter
         # refuses that configuration below): exchangelib directly, delegate access.
         creds = _oauth2_credentials(MailboxConfig.model_validate(
-            oauth(app, "PF_TEST_EWS_APP_SECRET")))
+            oauth(app, "PF_TEST_EWS_APP_SECRET")), "test:direct")
         creds.identity = None
         account = Account(BYG, access_type=DELEGATE, autodiscover=False, config=Configuration(
             service_endpoint=ews.url, credentials=creds, auth_type=OAUTH2,
