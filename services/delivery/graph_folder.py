@@ -11,7 +11,8 @@ the look-up before creating filters on (`singleValueExtendedProperties/Any(...)`
 assigns its own internetMessageId.
 
 Attachments in the create request are limited to 3 MB (above that Graph wants an upload
-session); a larger original is left out and the text says it is in Postfordeler.
+session); a larger original is left out and the text says it is in Postfordeler. Token,
+throttling and folder look-up are the connection's (shared/graph.py, shared with ingest).
 """
 
 from __future__ import annotations
@@ -20,28 +21,17 @@ import asyncio
 import base64
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
-import httpx
-import structlog
-
-from shared.errors import ConfigurationError, TransientError
-from shared.oauth import TokenSource
-from shared.tenant import MailboxConfig, OAuth2Config
+from shared.graph import GraphConnection
+from shared.tenant import MailboxConfig
 
 from .forward import Forward, decision_headers, note, subject
 from .notice import compose_notice
 
-log = structlog.get_logger(__name__)
-
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 MESSAGE_FLAGS = "Integer 0x0E07"
 # A named property of Postfordeler's own (PS_PUBLIC_STRINGS would clash with others' names).
 DELIVERY_PROPERTY = "String {8b9c1e2a-5f0d-4a53-9c1e-50f0de1e4e12} Name PostfordelerDelivery"
 MAX_INLINE_ATTACHMENT = 3 * 1024 * 1024
-MAX_RETRIES = 6
-MAX_RETRY_AFTER = 120.0
-WELL_KNOWN = {"inbox": "inbox", "": "msgfolderroot"}
 
 
 def graph_message(copy: Forward) -> dict[str, Any]:
@@ -78,99 +68,26 @@ def graph_message(copy: Forward) -> dict[str, Any]:
 
 class GraphFolderWriter:
     def __init__(self, config: MailboxConfig, *, timeout: float = 60.0) -> None:
-        if not config.address:
-            raise ConfigurationError(f"mailbox {config.name}: graph needs the address (user)")
+        self._graph = GraphConnection(config, timeout=timeout)  # refuses a missing address
         self.config = config
         self.name = config.name
-        oauth = config.oauth()
-        if oauth.scope == OAuth2Config.model_fields["scope"].default:
-            oauth = oauth.model_copy(update={"scope": GRAPH_SCOPE})  # the IMAP default
-        self._tokens = TokenSource(oauth)
-        self._http = httpx.AsyncClient(timeout=timeout)
-        self._base = f"{config.graph_url.rstrip('/')}/users/{quote(config.address)}"
-        self._folders: dict[str, str] = {}
-        self._lock = asyncio.Lock()  # one put at a time: a folder is never created twice
-
-    async def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        refreshed = False
-        for attempt in range(MAX_RETRIES):
-            token = await self._tokens.token(self._http)
-            headers = {"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'}
-            try:
-                response = await self._http.request(method, url, headers=headers, **kwargs)
-            except httpx.HTTPError as exc:
-                raise TransientError(f"graph unreachable: {type(exc).__name__}") from exc
-            if response.status_code in (429, 503, 504):
-                await asyncio.sleep(_retry_after(response, attempt))
-                continue
-            if response.status_code == 401 and not refreshed:
-                self._tokens.invalidate()  # expired or revoked early: one fresh token
-                refreshed = True
-                continue
-            if response.status_code >= 400:
-                raise _error(response)
-            data = response.json()
-            assert isinstance(data, dict)
-            return data
-        raise TransientError(f"graph still throttling after {MAX_RETRIES} attempts")
-
-    async def _folder_id(self, path: str) -> str:
-        if path in self._folders:
-            return self._folders[path]
-        if path.lower() in WELL_KNOWN:
-            data = await self._request("GET", f"{self._base}/mailFolders/"
-                                              f"{WELL_KNOWN[path.lower()]}")
-            self._folders[path] = str(data["id"])
-            return self._folders[path]
-        parent = await self._folder_id("")
-        for part in path.split("/"):
-            name = part.replace("'", "''")
-            found = await self._request(
-                "GET", f"{self._base}/mailFolders/{parent}/childFolders",
-                params={"$filter": f"displayName eq '{name}'"})
-            if found["value"]:
-                parent = str(found["value"][0]["id"])
-                continue
-            created = await self._request("POST", f"{self._base}/mailFolders/{parent}/"
-                                                  "childFolders", json={"displayName": part})
-            log.info("created mailbox folder", mailbox=self.name, folder=path)
-            parent = str(created["id"])
-        self._folders[path] = parent
-        return parent
+        self._lock = asyncio.Lock()  # one put at a time: a copy is never created twice
 
     async def put(self, path: str, copy: Forward) -> bool:
         async with self._lock:
-            folder = await self._folder_id(path)
+            folder = await self._graph.folder_id(path)
             value = copy.msgid.replace("'", "''")
-            found = await self._request(
-                "GET", f"{self._base}/mailFolders/{folder}/messages", params={
+            found = await self._graph.json(
+                "GET", f"{self._graph.base}/mailFolders/{folder}/messages", params={
                     "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq "
                                f"'{DELIVERY_PROPERTY}' and ep/value eq '{value}')",
                     "$select": "id"})
             if found.get("value"):
                 return False
-            await self._request("POST", f"{self._base}/mailFolders/{folder}/messages",
-                                json=graph_message(copy))
+            await self._graph.json("POST", f"{self._graph.base}/mailFolders/{folder}/messages",
+                                   json=graph_message(copy))
             return True
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._graph.close()
 
-
-def _retry_after(response: httpx.Response, attempt: int) -> float:
-    try:
-        value = float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        value = 2.0 ** attempt  # no header: back off exponentially
-    return max(0.0, min(value, MAX_RETRY_AFTER))
-
-
-def _error(response: httpx.Response) -> Exception:
-    try:
-        error = response.json().get("error", {})
-        detail = f"{error.get('code')}: {str(error.get('message', ''))[:200]}"
-    except ValueError:
-        detail = f"HTTP {response.status_code}"
-    if response.status_code >= 500:
-        return TransientError(f"graph {response.status_code} {detail}")
-    return RuntimeError(f"graph {response.status_code} {detail}")
