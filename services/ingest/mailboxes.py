@@ -13,12 +13,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from shared.errors import TransientError
-from shared.oauth import TokenSource
+from shared.imap import ImapConnection
 from shared.tenant import MailboxConfig
 
 if TYPE_CHECKING:
@@ -71,8 +71,9 @@ class ImapMailbox:
     """IMAP through imapclient (blocking, so every call runs in a worker thread).
 
     Refs are "UIDVALIDITY:UID": if the server renumbers the folder, old refs no longer match
-    and the Message-ID dedupe catches the re-listed messages. Login with a password or with
-    OAuth2 (SASL XOAUTH2); between polls the connection waits in IDLE when the server has it.
+    and the Message-ID dedupe catches the re-listed messages. Login (password or OAuth2) and
+    the worker thread are the connection's (shared/imap.py, shared with delivery); between
+    polls the connection waits in IDLE when the server has it.
     """
 
     IDLE_SLICE = 1.0  # seconds per idle_check, so close() never waits long for an idle thread
@@ -81,82 +82,30 @@ class ImapMailbox:
     def __init__(self, config: MailboxConfig) -> None:
         self.config = config
         self.name = config.name
-        self._client: IMAPClient | None = None
+        self._imap = ImapConnection(config, setup=self._setup)
         self._uidvalidity: int | None = None
         self._folders: dict[str, str] = {}
-        # imapclient connections are not thread-safe. The asyncio lock keeps callers in order;
-        # the thread lock still holds when a caller is cancelled while its thread runs on.
-        self._lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
         self._closing = threading.Event()
-        self._tokens = TokenSource(config.oauth()) if config.auth == "oauth2" else None
         self._listed: set[int] = set()
 
-    def _locked(self, fn: Any, *args: Any) -> Any:
-        with self._thread_lock:
-            try:
-                return fn(*args)
-            except Exception:
-                self._drop()  # a broken connection is reopened on the next call
-                raise
+    @property
+    def _client(self) -> IMAPClient | None:
+        return self._imap.client  # the open connection, if any
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        async with self._lock:
-            return await asyncio.to_thread(self._locked, fn, *args)
-
-    def _login(self, client: IMAPClient) -> None:
+    def _setup(self, client: IMAPClient) -> None:
+        """After login: the processed and failed folders exist, the inbox is selected."""
         cfg = self.config
-        if self._tokens is None:
-            client.login(cfg.username, cfg.secret())
-            return
-        from imapclient.exceptions import LoginError
-
-        try:
-            # imapclient sends the SASL XOAUTH2 string (oauth.xoauth2_string) base64-encoded
-            client.oauth2_login(cfg.username, self._tokens.token_sync())
-        except LoginError:
-            self._tokens.invalidate()  # maybe revoked: the next attempt asks for a new one
-            raise
-
-    def _connect(self) -> IMAPClient:
-        if self._client is not None:
-            return self._client
-        from imapclient import IMAPClient
-
-        cfg = self.config
-        client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.ssl, timeout=60)
-        try:
-            self._login(client)
-            delimiter = self._delimiter(client)
-            for folder in (cfg.processed_folder, cfg.failed_folder):
-                name = folder.replace("/", delimiter)
-                if not client.folder_exists(name):
-                    client.create_folder(name)
-                    log.info("created mailbox folder", mailbox=self.name, folder=name)
-                self._folders[folder] = name
-            info = client.select_folder(cfg.folder)
-        except Exception:
-            _quietly(client.logout)
-            raise
+        for folder in (cfg.processed_folder, cfg.failed_folder):
+            name = folder.replace("/", self._imap.delimiter)
+            if not client.folder_exists(name):
+                client.create_folder(name)
+                log.info("created mailbox folder", mailbox=self.name, folder=name)
+            self._folders[folder] = name
+        info = client.select_folder(cfg.folder)
         self._uidvalidity = int(info[b"UIDVALIDITY"])
-        self._client = client
-        return client
-
-    @staticmethod
-    def _delimiter(client: IMAPClient) -> str:
-        # Configured folders use "/"; servers differ (dovecot's maildir default is ".").
-        for _flags, delim, _name in client.list_folders(directory="", pattern="INBOX"):
-            if delim:
-                return delim.decode() if isinstance(delim, bytes) else str(delim)
-        return "/"
-
-    def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            _quietly(client.logout)
 
     def _list(self) -> list[str]:
-        client = self._connect()
+        client = self._imap.connect()
         info = client.select_folder(self.config.folder)  # refreshes the view of the folder
         self._uidvalidity = int(info[b"UIDVALIDITY"])
         uids = client.search(["NOT", "DELETED"])
@@ -170,7 +119,7 @@ class ImapMailbox:
         return int(uid)
 
     def _fetch(self, ref: str) -> bytes:
-        client = self._connect()
+        client = self._imap.connect()
         uid = self._uid(ref)
         data = client.fetch([uid], ["BODY.PEEK[]"])  # PEEK: do not set \Seen
         if uid not in data:
@@ -178,7 +127,7 @@ class ImapMailbox:
         return bytes(data[uid][b"BODY[]"])
 
     def _move(self, ref: str, folder: str) -> None:
-        client = self._connect()
+        client = self._imap.connect()
         uid = self._uid(ref)
         target = self._folders[folder]
         if client.has_capability("MOVE"):
@@ -192,20 +141,20 @@ class ImapMailbox:
             client.expunge()
 
     async def list_new(self) -> list[str]:
-        return list(await self._call(self._list))
+        return list(await self._imap.call(self._list))
 
     async def fetch(self, ref: str) -> bytes:
-        return bytes(await self._call(self._fetch, ref))
+        return bytes(await self._imap.call(self._fetch, ref))
 
     async def mark_processed(self, ref: str) -> None:
-        await self._call(self._move, ref, self.config.processed_folder)
+        await self._imap.call(self._move, ref, self.config.processed_folder)
 
     async def mark_failed(self, ref: str) -> None:
-        await self._call(self._move, ref, self.config.failed_folder)
+        await self._imap.call(self._move, ref, self.config.failed_folder)
 
     def _idle(self, timeout: float) -> bool:
         """IDLE until the server reports a change or `timeout`; False if it cannot IDLE."""
-        client = self._connect()
+        client = self._imap.connect()
         if not (self.config.idle and client.has_capability("IDLE")):
             return False
         # A message that arrived while the last poll ran was announced in an answer to one
@@ -234,13 +183,12 @@ class ImapMailbox:
         return True
 
     async def wait(self, interval: float) -> None:
-        if not await self._call(self._idle, self.config.idle_timeout):
+        if not await self._imap.call(self._idle, self.config.idle_timeout):
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        self._closing.set()
-        async with self._lock:
-            await asyncio.to_thread(self._locked, self._drop)
+        self._closing.set()  # before waiting for the lock: an IDLE in progress ends soon
+        await self._imap.close()
 
 
 class MaildirMailbox:
@@ -307,9 +255,3 @@ class MaildirMailbox:
     async def close(self) -> None:
         self._md = None
 
-
-def _quietly(fn: Any) -> None:
-    try:
-        fn()
-    except Exception:  # closing a broken connection may fail too; nothing to do about it
-        log.debug("ignored error while closing", exc_info=True)
