@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from shared.contracts import Entity
 
 from .document import Document
-from .lemmas import lemmas
+from .glossary import danish
+from .lemmas import is_danish, lemmas, words
 from .parts import split_body
 
 _FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
@@ -76,7 +77,13 @@ def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
            cases: Mapping[str, tuple[str | None, str | None]]) -> Inputs:
     parts = split_body(doc.body)
     own = "\n".join((doc.subject, parts.own, *doc.attachments))
-    return Inputs(own=" ".join(lemmas(own)), own_raw=own.lower(),
+    found = lemmas(own)
+    words_ = words(own)
+    # A letter mostly in another language gets the Danish words of its meaning too
+    # (glossary.py); Danish mail keeps its own words only.
+    if words_ and sum(map(is_danish, words_)) < 0.5 * len(words_):
+        found += [d for w in words_ for d in danish(w)]
+    return Inputs(own=" ".join(found), own_raw=own.lower(),
                   quoted=" ".join(lemmas(parts.quoted + "\n" + parts.signature)),
                   tokens=" ".join(entity_tokens(doc, entities, index, cases)))
 

@@ -10,19 +10,31 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import cache, lru_cache
+from typing import Any
 
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*", re.UNICODE)
 
 
 @cache
-def _table() -> Callable[[str], str]:
+def _lookup() -> Any:
     import spacy
 
     nlp = spacy.blank("da")
     lemmatizer = nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
     nlp.initialize()
-    table = lemmatizer.lookups.get_table("lemma_lookup")  # type: ignore[attr-defined]
+    return lemmatizer.lookups.get_table("lemma_lookup")  # type: ignore[attr-defined]
+
+
+@cache
+def _table() -> Callable[[str], str]:
+    table = _lookup()
     return lambda form: str(table.get(form, form))
+
+
+@lru_cache(maxsize=200_000)
+def is_danish(word: str) -> bool:
+    """Whether the lemmatizer knows `word` (lower-cased) as a Danish word form."""
+    return word in _lookup()
 
 
 @lru_cache(maxsize=200_000)
