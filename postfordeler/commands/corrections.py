@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.classifier.corrections import GROUP, Attachment, CorrectedItem, record, summary
 from services.classifier.document import LabelledItem, from_labelled
 from shared.blobs import BlobStore, FileBlobStore
-from shared.contracts import ItemExtracted, parse_event
+from shared.contracts import ItemExtracted
 from shared.db import create_engine, session_factory
-from shared.db.models import Correction, Item, OutboxMessage, Retention
+from shared.db.events import latest_event
+from shared.db.models import Correction, Item, Retention
 from shared.errors import ConfigurationError, InvalidInput
 from shared.files import write_atomic
 from shared.settings import Settings
@@ -42,16 +43,6 @@ class Loaded:
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
-
-
-async def _extracted(s: AsyncSession, item_id: object) -> ItemExtracted | None:
-    # The outbox keeps every event an item caused; the latest extraction is what was classified.
-    payload = (await s.execute(
-        select(OutboxMessage.payload).where(OutboxMessage.item_id == item_id,
-                                            OutboxMessage.topic == "item.extracted")
-        .order_by(OutboxMessage.created_at.desc()).limit(1))).scalar_one_or_none()
-    event = parse_event(payload) if payload else None
-    return event if isinstance(event, ItemExtracted) else None
 
 
 async def _text(blobs: BlobStore, sha256: str) -> str:
@@ -76,7 +67,7 @@ async def load(s: AsyncSession, blobs: BlobStore, *, since: datetime | None = No
         if item.unit != correction.to_unit:
             found.skip("moved on since the correction")
             continue
-        event = await _extracted(s, item.id)
+        event = await latest_event(s, item.id, ItemExtracted)  # what was classified
         if event is None:
             found.skip("no extracted text")
             continue

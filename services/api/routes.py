@@ -18,8 +18,9 @@ from sqlalchemy.orm import selectinload
 
 from shared import audit
 from shared.blobs import FileBlobStore
-from shared.contracts import ItemExtracted, parse_event
-from shared.db.models import AuditEntry, Correction, Delivery, Item, OutboxMessage, Receipt
+from shared.contracts import ItemExtracted
+from shared.db.events import latest_event
+from shared.db.models import AuditEntry, Correction, Delivery, Item, Receipt
 from shared.tenant import Tenant
 
 from .audit import entry_filters
@@ -102,13 +103,8 @@ async def visible_item(s: AsyncSession, p: Principal, t: Tenant, item_id: uuid.U
 
 
 async def extracted(s: AsyncSession, item_id: uuid.UUID) -> ItemExtracted | None:
-    """The item's latest ItemExtracted event: the outbox keeps every event an item caused."""
-    payload = (await s.execute(
-        select(OutboxMessage.payload).where(OutboxMessage.item_id == item_id,
-                                            OutboxMessage.topic == "item.extracted")
-        .order_by(OutboxMessage.created_at.desc()).limit(1))).scalar_one_or_none()
-    event = parse_event(payload) if payload else None
-    return event if isinstance(event, ItemExtracted) else None
+    """The item's latest ItemExtracted event."""
+    return await latest_event(s, item_id, ItemExtracted)
 
 
 async def detail(s: AsyncSession, item_id: uuid.UUID, store: FileBlobStore) -> ItemDetail:

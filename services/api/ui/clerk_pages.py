@@ -11,11 +11,10 @@ from typing import Annotated, Any
 from fastapi import Form, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from shared.auth import Role
-from shared.contracts import ItemClassified, ItemState, parse_event
-from shared.db.models import OutboxMessage
+from shared.contracts import ItemClassified, ItemState
+from shared.db.events import latest_event
 
 from .. import clerk
 from ..deps import Session
@@ -117,12 +116,7 @@ def _units(request: Request, p: Any) -> list[tuple[str, str]]:
 
 
 async def _prediction(s: Session, item_id: uuid.UUID) -> ItemClassified | None:
-    payload = (await s.execute(
-        select(OutboxMessage.payload).where(OutboxMessage.item_id == item_id,
-                                            OutboxMessage.topic == "item.classified")
-        .order_by(OutboxMessage.created_at.desc()).limit(1))).scalar_one_or_none()
-    event = parse_event(payload) if payload else None
-    return event if isinstance(event, ItemClassified) else None
+    return await latest_event(s, item_id, ItemClassified)
 
 
 @router.get("/items/{item_id}")
