@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -25,12 +23,13 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from routed_items import add_routed, machine  # noqa: E402  (beside this file)
+
 from services.api import create_app  # noqa: E402
 from services.delivery import start as start_delivery  # noqa: E402
 from shared.auth import Role, create_key  # noqa: E402
-from shared.contracts import ItemRouted, ItemState, RouteOutcome  # noqa: E402
 from shared.db import migrate  # noqa: E402
-from shared.db.models import Delivery, Item  # noqa: E402
+from shared.db.models import Delivery  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.support.smtp import SmtpServer  # noqa: E402
@@ -49,17 +48,8 @@ async def main(n: int, db: str | None) -> None:
     await runtime.start()
     try:
         raw = await runtime.blobs.put(RAW, "message/rfc822")
-        events = []
         async with runtime.uow() as uow:
-            for i in range(n):
-                item = Item(id=uuid.uuid4(), correlation_id=uuid.uuid4(), channel="email",
-                            mailbox="post", source_ref=f"bench-{i}", subject="Parkering",
-                            sender="a@example.dk", state=ItemState.DONE.value,
-                            unit="parkering", raw_sha256=raw.sha256)
-                uow.session.add(item)
-                events.append(ItemRouted(correlation_id=item.correlation_id, producer="router",
-                                         item_id=item.id, outcome=RouteOutcome.ROUTED,
-                                         unit="parkering", reasons=("bench",)))
+            events = add_routed(uow, n, raw.sha256)
             issued = await create_key(uow.session, name="TBN", role=Role.CLERK,
                                       units=["parkering"])
             await uow.commit()
@@ -88,8 +78,7 @@ async def main(n: int, db: str | None) -> None:
                 assert r.status_code == 200, r.text
             api_total = time.perf_counter() - api_started
         q = statistics.quantiles(latencies, n=20)
-        print(f"machine: {platform.processor() or platform.machine()}, "
-              f"Python {platform.python_version()}, database {url.split(':')[0]}")
+        print(machine(url))
         print(f"forwards: {n} in {forwarded:.2f} s = {n / forwarded:.0f}/s "
               f"({sent} delivery rows sent, {smtp.count()} mails at SMTP)")
         print(f"GET /api/v1/items/{{id}} with an API key: {len(latencies) / api_total:.0f} req/s, "

@@ -14,11 +14,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,11 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from routed_items import add_routed, machine  # noqa: E402  (beside this file)
+
 from services.delivery import start as start_delivery  # noqa: E402
-from shared.contracts import ItemRouted, ItemState, RouteOutcome  # noqa: E402
 from shared.db import migrate  # noqa: E402
-from shared.db.models import Delivery, Item  # noqa: E402
+from shared.db.models import Delivery  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.support import folder_targets as t  # noqa: E402
@@ -76,17 +75,8 @@ async def main(channel: str, n: int, db: str | None) -> None:
         await runtime.start()
         try:
             raw = await runtime.blobs.put(RAW, "message/rfc822")
-            events = []
             async with runtime.uow() as uow:
-                for i in range(n):
-                    item = Item(id=uuid.uuid4(), correlation_id=uuid.uuid4(), channel="email",
-                                mailbox="post", source_ref=f"bench-{i}", subject="Parkering",
-                                sender="a@example.dk", state=ItemState.DONE.value,
-                                unit="parkering", raw_sha256=raw.sha256)
-                    uow.session.add(item)
-                    events.append(ItemRouted(
-                        correlation_id=item.correlation_id, producer="router", item_id=item.id,
-                        outcome=RouteOutcome.ROUTED, unit="parkering", reasons=("bench",)))
+                events = add_routed(uow, n, raw.sha256)
                 await uow.commit()
             await start_delivery(runtime)
             started = time.perf_counter()
@@ -99,8 +89,7 @@ async def main(channel: str, n: int, db: str | None) -> None:
                     sent = (await uow.session.execute(select(func.count()).select_from(
                         Delivery).where(Delivery.status == "sent"))).scalar_one()
             took = time.perf_counter() - started
-            print(f"machine: {platform.processor() or platform.machine()}, "
-                  f"Python {platform.python_version()}, database {url.split(':')[0]}")
+            print(machine(url))
             print(f"{channel} folder copies: {n} in {took:.2f} s = {n / took:.0f}/s "
                   f"({sent} delivery rows sent, {count()} in the folder)")
         finally:
