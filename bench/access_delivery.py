@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from routed_items import add_routed, machine  # noqa: E402  (beside this file)
+from routed_items import add_routed, database, machine  # noqa: E402  (beside this file)
 
 from services.api import create_app  # noqa: E402
 from services.delivery import start as start_delivery  # noqa: E402
 from shared.auth import Role, create_key  # noqa: E402
-from shared.db import migrate  # noqa: E402
 from shared.db.models import Delivery  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -38,18 +36,15 @@ RAW = b"From: a@example.dk\r\nSubject: Parkering\r\n\r\nHej\r\n"
 
 
 async def main(n: int, db: str | None) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="pf-bench-"))
-    url = db or f"sqlite+aiosqlite:///{tmp / 'pf.db'}"
-    await asyncio.to_thread(migrate, url)
+    tmp, url = await database(db)
     smtp = SmtpServer().start()
     settings = Settings(data_dir=tmp, database_url=url, amqp_url="memory://",
                         smtp_host=smtp.host, smtp_port=smtp.port, ops_check_interval=3600)
     runtime = Runtime(settings)
     await runtime.start()
     try:
-        raw = await runtime.blobs.put(RAW, "message/rfc822")
         async with runtime.uow() as uow:
-            events = add_routed(uow, n, raw.sha256)
+            events = await add_routed(uow, runtime.blobs, n, RAW)
             issued = await create_key(uow.session, name="TBN", role=Role.CLERK,
                                       units=["parkering"])
             await uow.commit()

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,10 +24,9 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from routed_items import add_routed, machine  # noqa: E402  (beside this file)
+from routed_items import add_routed, database, machine  # noqa: E402  (beside this file)
 
 from services.delivery import start as start_delivery  # noqa: E402
-from shared.db import migrate  # noqa: E402
 from shared.db.models import Delivery  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -64,9 +62,7 @@ def server(channel: str, tmp: Path) -> Iterator[tuple[dict[str, Any], Callable[[
 
 
 async def main(channel: str, n: int, db: str | None) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="pf-bench-"))
-    url = db or f"sqlite+aiosqlite:///{tmp / 'pf.db'}"
-    await asyncio.to_thread(migrate, url)
+    tmp, url = await database(db)
     with server(channel, tmp) as (mailbox, count):
         settings = Settings(data_dir=tmp / "data", database_url=url, amqp_url="memory://",
                             tenant_dir=t.tenant_with(tmp / "tenant", mailbox),
@@ -74,9 +70,8 @@ async def main(channel: str, n: int, db: str | None) -> None:
         runtime = Runtime(settings)
         await runtime.start()
         try:
-            raw = await runtime.blobs.put(RAW, "message/rfc822")
             async with runtime.uow() as uow:
-                events = add_routed(uow, n, raw.sha256)
+                events = await add_routed(uow, runtime.blobs, n, RAW)
                 await uow.commit()
             await start_delivery(runtime)
             started = time.perf_counter()

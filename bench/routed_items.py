@@ -1,19 +1,33 @@
-"""What the delivery benchmarks (access_delivery.py, delivery_folders.py) start from: items of
-the unit "parkering" that the router has routed, and the line that says where they ran."""
+"""What the delivery benchmarks (access_delivery.py, delivery_folders.py) start from: a migrated
+database, items of the unit "parkering" that the router has routed, and the line that says
+where they ran."""
 
 from __future__ import annotations
 
+import asyncio
 import platform
+import tempfile
 import uuid
+from pathlib import Path
 
+from shared.blobs import BlobStore
 from shared.contracts import ItemRouted, ItemState, RouteOutcome
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, migrate
 from shared.db.models import Item
 
 
-def add_routed(uow: UnitOfWork, n: int, raw_sha256: str) -> list[ItemRouted]:
-    """`n` done items with the raw message `raw_sha256`, added to `uow` (the caller commits),
-    and the ItemRouted events that hand them to delivery."""
+async def database(url: str | None) -> tuple[Path, str]:
+    """A temporary directory, and `url` (a disposable database) or SQLite in it, migrated."""
+    tmp = Path(tempfile.mkdtemp(prefix="pf-bench-"))
+    url = url or f"sqlite+aiosqlite:///{tmp / 'pf.db'}"
+    await asyncio.to_thread(migrate, url)
+    return tmp, url
+
+
+async def add_routed(uow: UnitOfWork, blobs: BlobStore, n: int, raw: bytes) -> list[ItemRouted]:
+    """`n` done items with the raw message `raw`, added to `uow` (the caller commits), and the
+    ItemRouted events that hand them to delivery."""
+    raw_sha256 = (await blobs.put(raw, "message/rfc822")).sha256
     events = []
     for i in range(n):
         item = Item(id=uuid.uuid4(), correlation_id=uuid.uuid4(), channel="email",
