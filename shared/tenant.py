@@ -148,7 +148,8 @@ class MailboxConfig(_Model):
     failed_folder: str = "Postfordeler/Fejl"
     path: Path | None = Field(None, description="Maildir path (relative to the data directory).")
     # EWS (Exchange on premises)
-    ews_url: str | None = Field(None, description="EWS endpoint (required: autodiscover is not supported).")
+    ews_url: str | None = Field(
+        None, description="EWS endpoint (required: autodiscover is not supported).")
     ews_auth: Literal["NTLM", "basic", "digest", "OAuth 2.0", "no authentication"] = "NTLM"
     access_type: Literal["delegate", "impersonation"] = "delegate"
     ews_version: str | None = Field(None, description="Server build, e.g. 15.1.2507.6; none: "

@@ -19,8 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.blobs import BlobStore
-from shared.contracts import Entity, ItemClassified, ItemExtracted, ItemState, parse_event
-from shared.db.models import Item, OutboxMessage
+from shared.contracts import Entity, ItemClassified, ItemExtracted, ItemState
+from shared.db.events import latest_event
+from shared.db.models import Item
 from shared.tenant import Case, Tenant
 from shared.text import keywords
 
@@ -66,18 +67,10 @@ def prediction_of(event: ItemClassified) -> Prediction | None:
                       event.explanation, event.kle_suggestion)
 
 
-async def _event(session: AsyncSession, item_id: uuid.UUID, topic: str) -> Any:
-    payload = (await session.execute(
-        select(OutboxMessage.payload).where(OutboxMessage.item_id == item_id,
-                                            OutboxMessage.topic == topic)
-        .order_by(OutboxMessage.created_at.desc()).limit(1))).scalar_one_or_none()
-    return parse_event(payload) if payload is not None else None
-
-
 async def item_text(session: AsyncSession, blobs: BlobStore, item_id: uuid.UUID) -> str | None:
     """The body and attachment text the extractor produced, or None when it is gone."""
-    extracted = await _event(session, item_id, "item.extracted")
-    if not isinstance(extracted, ItemExtracted):
+    extracted = await latest_event(session, item_id, ItemExtracted)
+    if extracted is None:
         return None
     refs = [extracted.text, *(a.text for a in extracted.attachments if a.text is not None)]
     try:
@@ -92,8 +85,8 @@ async def item_facts(session: AsyncSession, blobs: BlobStore | None, item: Item,
                      ) -> Facts | None:
     """The facts the router saw for `item` (None when its ItemClassified event is gone)."""
     if classified is None:
-        event = await _event(session, item.id, "item.classified")
-        if not isinstance(event, ItemClassified):
+        event = await latest_event(session, item.id, ItemClassified)
+        if event is None:
             return None
         classified = event
     text = (await item_text(session, blobs, item.id)
