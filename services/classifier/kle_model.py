@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from .features import Inputs
@@ -35,8 +37,11 @@ class KlePredictor:
     @classmethod
     def fit(cls, plan: KlePlan | None, labelled: Sequence[tuple[Inputs, str]],
             unit_prefixes: Mapping[str, Sequence[str]],
-            described: Sequence[tuple[str, str]] = ()) -> KlePredictor | None:
-        """`described`: (text, topic) pairs the tenant knows, such as its case titles."""
+            described: Sequence[tuple[str, str]] = (),
+            char: TfidfVectorizer | None = None) -> KlePredictor | None:
+        """`described`: (text, topic) pairs the tenant knows, such as its case titles. `char`:
+        a fitted character vectoriser to share (the routing model's, whose vocabulary
+        includes the plan's texts), so an item's character n-grams are counted once."""
         docs: dict[str, list[str]] = {}
         if plan is not None:
             for code, e in plan.entries.items():
@@ -55,9 +60,10 @@ class KlePredictor:
         vectorizer = TfidfVectorizer(analyzer=str.split, sublinear_tf=True)
         texts = [" ".join(docs[c]) for c in codes]
         matrix = terms_first(vectorizer.fit_transform(texts))
-        char = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), sublinear_tf=True,
-                               min_df=2, dtype=np.float32)
-        char_matrix = terms_first(char.fit_transform(texts))
+        if char is None:
+            char = TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 4), sublinear_tf=True,
+                                   min_df=2, dtype=np.float32).fit(texts)
+        char_matrix = terms_first(transform(char, texts))
         owned = {unit: [i for i, c in enumerate(codes)
                         if any(c == p or c.startswith(p + ".") for p in prefixes)]
                  for unit, prefixes in unit_prefixes.items()}
@@ -65,15 +71,36 @@ class KlePredictor:
 
     def predict(self, xs: Sequence[Inputs], units: Sequence[str]) -> list[str | None]:
         own = [x.own for x in xs]
-        sims = similarity(transform(self.vectorizer, own), self.matrix)
-        if self.char is not None:
-            sims = sims + similarity(transform(self.char, own), self.char_matrix)
-        out: list[str | None] = []
-        for row, unit in zip(sims, units, strict=True):
+        words = transform(self.vectorizer, own)
+        chars = transform(self.char, own) if self.char is not None else None
+        out: list[str | None] = [None] * len(xs)
+        by_unit: dict[str, list[int]] = {}
+        for i, unit in enumerate(units):
+            by_unit.setdefault(unit, []).append(i)
+        for unit, rows in by_unit.items():
             candidates = self.owned.get(unit)
             if not candidates:
-                out.append(None)
                 continue
-            best = candidates[int(np.argmax(row[candidates]))]
-            out.append(self.codes[best] if row[best] > 0 else None)
+            word_m, char_m = self._columns(unit)
+            sims = similarity(words[rows], word_m)
+            if chars is not None and char_m is not None:
+                sims = sims + similarity(chars[rows], char_m)
+            for i, row in zip(rows, sims, strict=True):
+                best = int(np.argmax(row))
+                out[i] = self.codes[candidates[best]] if row[best] > 0 else None
         return out
+
+    def _columns(self, unit: str) -> tuple[Any, Any]:
+        """The matrices' columns of the topics `unit` owns: comparing an item with those alone
+        is a fraction of the work of comparing it with the whole plan. Built on first use."""
+        cache: dict[str, tuple[Any, Any]] = self.__dict__.setdefault("_by_unit", {})
+        if unit not in cache:
+            cols = self.owned[unit]
+            word_m = sp.csr_matrix(sp.csc_matrix(self.matrix)[:, cols])
+            char_m = (sp.csr_matrix(sp.csc_matrix(self.char_matrix)[:, cols])
+                      if self.char_matrix is not None else None)
+            cache[unit] = (word_m, char_m)
+        return cache[unit]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_by_unit"}

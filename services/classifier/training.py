@@ -48,7 +48,7 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
                                   if i.label.kle and len(i.label.kle) == 8],
                            {u.id: u.kle for u in tenant.units.values()},
                            [(strip_party(c.title, c.party), c.kle) for c in tenant.cases.values()
-                            if c.kle])
+                            if c.kle], char=routing.ranker.char)
     return TrainedModel(routing, kle), metrics
 
 

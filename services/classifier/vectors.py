@@ -10,6 +10,7 @@ fitted vocabulary and idf weights, for vectorisers set up the way this package s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,12 @@ def _analyzer(vec: TfidfVectorizer) -> Callable[[str], Any]:
     return hit[1]
 
 
+@lru_cache(maxsize=256)
 def _char_wb(doc: str, low: int, high: int) -> list[str]:
     """scikit-learn's `char_wb` n-grams (lower-cased, each word padded with a space), with a
-    list comprehension per word instead of an append per n-gram."""
+    list comprehension per word instead of an append per n-gram. Cached for a few texts: the
+    routing model and the KLE predictor read the same item. (Callers must not change the
+    list.)"""
     out: list[str] = []
     for word in doc.lower().split():
         w = f" {word} "
@@ -49,7 +53,24 @@ def _char_wb(doc: str, low: int, high: int) -> list[str]:
     return out
 
 
+_LAST: dict[tuple[int, tuple[str, ...]], tuple[TfidfVectorizer, sp.csr_matrix]] = {}
+
+
 def transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
+    # The routing model and the KLE predictor share a vectoriser and read the same batch:
+    # the last few results are kept (with their vectoriser, so a reused id cannot match).
+    key = (id(vec), tuple(docs))
+    hit = _LAST.get(key)
+    if hit is not None and hit[0] is vec:
+        return hit[1]
+    result = _transform(vec, docs)
+    if len(_LAST) >= 4:
+        _LAST.pop(next(iter(_LAST)))
+    _LAST[key] = (vec, result)
+    return result
+
+
+def _transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
     if vec.norm != "l2" or not vec.use_idf or vec.binary:
         return sp.csr_matrix(vec.transform(docs))  # a set-up this fast path does not cover
     analyze = _analyzer(vec)
