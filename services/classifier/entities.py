@@ -33,6 +33,7 @@ _LOOSE_CASE = re.compile(
     r"\b(?:sags?(?:nr|nummer)?|j\.?\s?nr|journal(?:nr|nummer)|(?:jeres|vores|deres|din)\s+ref"
     r"(?:erence)?|ref(?:\.|erence)?(?:nr)?)\.?\s*:?\s*(?:nr\.?\s*)?"
     r"([A-ZÆØÅ0-9][A-ZÆØÅ0-9.\-/]*\d)", re.IGNORECASE)
+_LOOSE_WORDS = ("sag", "j.", "jnr", "j nr", "journal", "ref")
 _CPR = re.compile(r"(?<![\d-])(\d{2})(\d{2})(\d{2})-?(\d{4})(?![\d-])")
 _CVR = re.compile(r"(?<![\d-])(?:cvr[.\s-]*(?:nr\.?|nummer)?\s*:?\s*)(\d{2} ?\d{2} ?\d{2} ?\d{2})"
                   r"(?![\d-])", re.IGNORECASE)
@@ -222,6 +223,9 @@ def case_numbers(text: str, source: str = "body", knowledge: Knowledge | None = 
         for m in pattern.finditer(text):
             seen.add(m.span())
             yield _case(m.group(), m.start(), m.end(), f"{source}:{system}", knowledge)
+    lowered = text.lower()
+    if not any(word in lowered for word in _LOOSE_WORDS):
+        return  # the loose pattern's words are missing: skip its slow case-blind scan
     for m in _LOOSE_CASE.finditer(text):
         start, end = m.span(1)
         if any(s <= start < e for s, e in seen) or not re.search(r"\d.*[-/]\d", m.group(1)):
