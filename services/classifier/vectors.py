@@ -10,7 +10,6 @@ fitted vocabulary and idf weights, for vectorisers set up the way this package s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -35,12 +34,9 @@ def _analyzer(vec: TfidfVectorizer) -> Callable[[str], Any]:
     return hit[1]
 
 
-@lru_cache(maxsize=256)
 def _char_wb(doc: str, low: int, high: int) -> list[str]:
     """scikit-learn's `char_wb` n-grams (lower-cased, each word padded with a space), with a
-    list comprehension per word instead of an append per n-gram. Cached for a few texts: the
-    routing model and the KLE predictor read the same item. (Callers must not change the
-    list.)"""
+    list comprehension per word instead of an append per n-gram."""
     out: list[str] = []
     for word in doc.lower().split():
         w = f" {word} "
