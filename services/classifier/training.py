@@ -60,7 +60,15 @@ def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
              "tilbud pris ekskl moms bestil før sommerpris leverandør produkter uforpligtende",
              "automatisk svar fraværende ferie tilbage igen out of office",
              "bekræft din konto adgangskode udløber klik her verificer login betaling",
-             "leveringsrapport kunne ikke leveres undeliverable delivery failed")
+             "leveringsrapport kunne ikke leveres undeliverable delivery failed",
+             # Search-engine and link offers, advance-fee fraud, paid-directory letters,
+             # notifications from social media and platforms, advertising by post.
+             "linkbureau backlinks gæsteindlæg artikel placering google synlighed hjemmeside seo",
+             "your website seo ranking traffic backlinks marketing offer guest post",
+             "business proposal confidential inheritance funds transfer beneficiary million",
+             "registrering firmaregister opdatering oplysninger register årlig pris tilmelding",
+             "nye kommentarer beskeder notifikationer følgere opslag se mere log ind",
+             "reklame katalog produkter tilbud nyhed bestil gratis prøve forhandler")
     tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter has_commercial "
               "sender_lookalike")
     return [(Inputs(" ".join(lemmas(t)), t, "", tokens), NOT_RELEVANT) for t in texts]
