@@ -235,8 +235,10 @@ _POINTER_AT = len(PAIR_FEATURES) - len(_NR_SIGNALS) - 1 - len(_POINTERS)
 
 def _confidence_features(proba: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """What says the top unit is right beyond its probability: which of the item's own
-    pointers (case, KLE number, form, mailbox, department name) name it, and whether any
-    pointer names another unit instead (mail to one unit about another's business)."""
+    pointers (case, KLE number, form, mailbox, department name) name it, whether any pointer
+    names another unit instead (mail to one unit about another's business), and how close the
+    item comes to the unit's best profile text and labelled items (a top unit that won only
+    because the others fit worse is less sure)."""
     rows = np.arange(len(proba))
     top_k = np.argmax(proba, axis=1)
     top2 = np.sort(proba, axis=1)[:, -2:]
@@ -244,8 +246,11 @@ def _confidence_features(proba: np.ndarray, feats: np.ndarray) -> np.ndarray:
     pointers = feats[:, :, _POINTER_AT:_POINTER_AT + len(_POINTERS)]
     own = pointers[rows, top_k]  # (items, pointers)
     elsewhere = pointers.max(axis=2).sum(axis=1) - own.max(axis=1)
+    pair = feats[rows, top_k]  # the top unit's pair features
+    similar = [PAIR_FEATURES.index(f) for f in ("best profile text word", "best profile text chars",
+                                                "examples best", "has examples")]
     return np.column_stack([np.log(top / (1 - top + 1e-9) + 1e-9), top - second, own,
-                            (elsewhere > 0).astype(float)])
+                            (elsewhere > 0).astype(float), pair[:, similar]])
 
 
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
