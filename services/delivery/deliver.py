@@ -29,7 +29,7 @@ from shared.blobs import BlobStore
 from shared.contracts import ItemRouted, RouteOutcome
 from shared.db import UnitOfWorkFactory
 from shared.db.models import Delivery, Item, utcnow
-from shared.errors import InvalidInput
+from shared.errors import ConfigurationError, InvalidInput
 from shared.mail import MailSender
 from shared.tenant import FolderTarget, Tenant, Unit
 
@@ -49,6 +49,22 @@ WriterFactory = Callable[[str], FolderWriter]
 def folder_row_id(event_id: uuid.UUID) -> uuid.UUID:
     """The Delivery row of an event's folder copy (the forward's row is the event id)."""
     return uuid.uuid5(event_id, "folder")
+
+
+def _not_read_by_ingest(tenant: Tenant, unit: str, folder: FolderTarget) -> None:
+    """A copy put into the folder ingest reads (or its processed/failed folder) would be taken
+    in again as our own mail and moved away: the unit would never see it there."""
+    if any(m.name == folder.mailbox for m in tenant.delivery_mailboxes):
+        return  # delivery_mailbox() takes that one: ingest does not read it
+
+    def norm(path: str) -> str:
+        return "/".join(p for p in path.strip().casefold().split("/") if p)
+    for config in tenant.mailboxes:
+        if config.name == folder.mailbox and norm(folder.path) in {
+                norm(config.folder), norm(config.processed_folder), norm(config.failed_folder)}:
+            raise ConfigurationError(
+                f"unit {unit}: delivery folder {folder.path!r} of mailbox {folder.mailbox} is "
+                "one ingest reads or files into; choose another folder")
 
 
 @dataclass(frozen=True)
@@ -84,11 +100,13 @@ class Deliveries:
             return await self._deliver(event)
 
     def check(self) -> None:
-        """Every unit's folder names a known mailbox whose configuration a writer accepts (a
-        ConfigurationError at start if not). Making a writer connects nowhere."""
+        """Every unit's folder names a known mailbox whose configuration a writer accepts, and
+        is not a folder ingest reads or files into (a ConfigurationError at start if not).
+        Making a writer connects nowhere."""
         for unit in self.tenant.units.values():
-            if unit.delivery.folder is not None:
-                self._writer(unit.delivery.folder.mailbox)
+            if (folder := unit.delivery.folder) is not None:
+                self._writer(folder.mailbox)
+                _not_read_by_ingest(self.tenant, unit.id, folder)
 
     async def close(self) -> None:
         writers, self._writers = list(self._writers.values()), {}

@@ -320,6 +320,27 @@ async def test_a_folder_in_an_unknown_or_misconfigured_mailbox_stops_the_start(
     await runtime.engine.dispose()
 
 
+async def test_a_folder_ingest_reads_stops_the_start(make_setup: Any,
+                                                     dovecot: DovecotServer) -> None:
+    # A copy put where ingest reads (or files what it read) would be taken in as our own mail
+    # and moved to the processed folder: the unit would never see it.
+    setup = await make_setup(imap_box(dovecot))
+    directory = setup.runtime.tenant.directory
+    box = {**imap_box(dovecot), "processed_folder": "Arkiv/Behandlet"}
+    for path in ("INBOX", "inbox", "Arkiv/Behandlet/", "Postfordeler/Fejl"):
+        tenant_with(directory, box, path=path)
+        (directory / "mailboxes.yaml").write_text(yaml.safe_dump({"mailboxes": [box]}))
+        runtime = Runtime(setup.runtime.settings)
+        with pytest.raises(ConfigurationError, match="ingest reads"):
+            await start_delivery(runtime)
+        await runtime.engine.dispose()
+    tenant_with(directory, box, path=FOLDER)  # another folder of that mailbox is fine
+    (directory / "mailboxes.yaml").write_text(yaml.safe_dump({"mailboxes": [box]}))
+    deliveries = Deliveries(setup.runtime.uow, type(setup.runtime.tenant)(directory),
+                            setup.runtime.blobs, SmtpSender(setup.runtime.settings))
+    deliveries.check()
+
+
 def test_unit_delivery_defaults_to_the_forward(tmp_path: Path) -> None:
     from shared.tenant import Tenant
 
