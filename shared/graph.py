@@ -47,8 +47,11 @@ class GraphConnection:
         self._folders: dict[str, str] = {}
         self._folder_lock = asyncio.Lock()  # concurrent callers must not create a folder twice
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """The response once Graph stops throttling; errors are left to the caller."""
+    async def request(self, method: str, url: str, *, retry_busy: bool = True,
+                      **kwargs: Any) -> httpx.Response:
+        """The response once Graph stops throttling; errors are left to the caller. A 429 was
+        not carried out and is always retried; a 503/504 may come after Graph did the work,
+        so without `retry_busy` (a create that must not happen twice) it is the caller's."""
         refreshed = False
         for attempt in range(MAX_RETRIES):
             token = await self._tokens.token(self._http)
@@ -57,7 +60,7 @@ class GraphConnection:
                 response = await self._http.request(method, url, headers=headers, **kwargs)
             except httpx.HTTPError as exc:
                 raise TransientError(f"graph unreachable: {type(exc).__name__}") from exc
-            if response.status_code in (429, 503, 504):
+            if response.status_code == 429 or (retry_busy and response.status_code in (503, 504)):
                 delay = _retry_after(response, attempt)
                 log.info("graph throttled", mailbox=self.name, status=response.status_code,
                          retry_after=delay)
@@ -70,9 +73,10 @@ class GraphConnection:
             return response
         raise TransientError(f"graph still throttling after {MAX_RETRIES} attempts")
 
-    async def json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    async def json(self, method: str, url: str, *, retry_busy: bool = True,
+                   **kwargs: Any) -> dict[str, Any]:
         """The JSON body of a successful response; an error status raises (see `error`)."""
-        response = await self.request(method, url, **kwargs)
+        response = await self.request(method, url, retry_busy=retry_busy, **kwargs)
         if response.status_code >= 400:
             raise error(response)
         data = response.json()

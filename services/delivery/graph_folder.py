@@ -84,8 +84,10 @@ class GraphFolderWriter:
                     "$select": "id"})
             if found.get("value"):
                 return False
+            # A 503/504 may come after the message was stored: not retried here but raised
+            # (TransientError), so the retry of the delivery looks for it first.
             await self._graph.json("POST", f"{self._graph.base}/mailFolders/{folder}/messages",
-                                   json=graph_message(copy))
+                                   json=graph_message(copy), retry_busy=False)
             return True
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from shared.auth import Role
 from shared.blobs import FileBlobStore
 from shared.contracts import ItemRouted, ItemState, RouteOutcome
 from shared.db.models import AuditEntry, Delivery
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, TransientError
 from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -302,6 +302,23 @@ async def test_graph_folder_copy_exactly_once(make_setup: Any, graph: GraphServe
     assert len(graph.messages_in(SHARED, FOLDER)) == 1
     posts = [p for m, p in graph.requests if m == "POST" and p.endswith("/messages")]
     assert len(posts) == 1
+
+
+async def test_graph_create_answered_504_is_looked_up_again_not_posted_again(
+        make_setup: Any, graph: GraphServer) -> None:
+    # A 504 on the create may come after Exchange stored the message: the writer must look for
+    # it before creating again, not repeat the POST blindly.
+    setup = await make_setup(graph_box(graph))
+    event = await setup.routed()
+    graph.lose_answers(1)
+    with pytest.raises(TransientError):
+        await setup.deliveries.deliver(event)  # the bus retries the whole delivery
+    assert await setup.deliveries.deliver(event)
+    assert len(graph.messages_in(SHARED, FOLDER)) == 1
+    posts = [p for m, p in graph.requests if m == "POST" and p.endswith("/messages")]
+    assert len(posts) == 1
+    assert (await setup.row(event)).status == "sent"
+    assert (await setup.audit(event))[-1].get("found_in_folder") is True
 
 
 async def test_a_folder_in_an_unknown_or_misconfigured_mailbox_stops_the_start(

@@ -18,7 +18,9 @@ documented requests and responses:
   `GET .../mailFolders/{id}/messages` with `$filter=singleValueExtendedProperties/Any(ep: ep/id
   eq '...' and ep/value eq '...')` or none;
 - errors as `{"error": {"code", "message"}}`; 401 without a valid bearer token;
-  `throttle(n, retry_after)` answers the next n Graph requests with 429 and Retry-After.
+  `throttle(n, retry_after)` answers the next n Graph requests with 429 and Retry-After;
+  `lose_answers(n)` stores the next n created messages but answers 504 GatewayTimeout (the
+  gateway gave up waiting while Exchange completed the request).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class GraphServer:
         self.pages: dict[str, tuple[list[dict[str, Any]], int, str]] = {}
         self.throttled = 0
         self.retry_after = 1
+        self.lost_answers = 0
         self.requests: list[tuple[str, str]] = []  # (method, path), for assertions
         self.token_requests = 0
         self._httpd = ThreadingHTTPServer((self.host, 0), _handler(self))
@@ -160,6 +163,9 @@ class GraphServer:
 
     def throttle(self, requests: int, retry_after: int = 1) -> None:
         self.throttled, self.retry_after = requests, retry_after
+
+    def lose_answers(self, creates: int) -> None:
+        self.lost_answers = creates
 
     def _resolve(self, u: _User, path: str) -> Folder | None:
         if path in u.folders:
@@ -351,6 +357,10 @@ def _handler(server: GraphServer) -> type[BaseHTTPRequestHandler]:
                 msg = self._from_json(folder, json.loads(body))
             u.messages[msg.immutable_id] = msg
             server._change(folder.id, msg.immutable_id, True)
+            if server.lost_answers > 0:
+                server.lost_answers -= 1
+                raise _Error(504, "GatewayTimeout", "The gateway did not receive a timely "
+                             "response from the upstream server.")
             return self._json(201, _message_json(msg, immutable))
 
         def _from_json(self, folder: Folder, data: dict[str, Any]) -> Message:
