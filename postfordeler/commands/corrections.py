@@ -2,8 +2,9 @@
 data, read from the database (POSTFORDELER_DATABASE_URL) and the blob store.
 
 An item counts when a person's re-route (or triage assignment) set its final unit: its latest
-correction names the unit it still has. Items whose content retention has deleted, or whose
-text is no longer stored, are left out and counted. The exported file holds message text,
+correction names the unit it still has (one sent back to triage and waiting there does not).
+Items whose content retention has deleted, or whose text is no longer stored, are left out and
+counted. The exported file holds message text,
 personal data like the mailbox itself: it is written readable by its owner only (0600).
 """
 
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.classifier.corrections import GROUP, Attachment, CorrectedItem, record, summary
 from services.classifier.document import LabelledItem, from_labelled
 from shared.blobs import BlobStore, FileBlobStore
-from shared.contracts import ItemExtracted
+from shared.contracts import ItemExtracted, ItemState
 from shared.db import create_engine, session_factory
 from shared.db.events import latest_event
 from shared.db.models import Correction, Item, Retention
@@ -66,6 +67,11 @@ async def load(s: AsyncSession, blobs: BlobStore, *, since: datetime | None = No
             continue
         if item.unit != correction.to_unit:
             found.skip("moved on since the correction")
+            continue
+        if item.state == ItemState.TRIAGE.value:
+            # Sent back to triage by a clerk who could not place it: no unit was chosen, and
+            # the fallback unit is not a label (the triage team's assignment will be).
+            found.skip("waiting in triage")
             continue
         event = await latest_event(s, item.id, ItemExtracted)  # what was classified
         if event is None:

@@ -114,11 +114,13 @@ async def corrected_world(api: CorrectionsApi) -> dict[str, uuid.UUID]:
         "moved_on": await api.mail("parkering", f"Tilbygning {tag}"),
         "lost_text": await api.mail("parkering", f"Tagterrasse {tag}"),
         "purged": await api.mail("parkering", f"Kælder {tag}"),
+        "sent_back": await api.mail("parkering", f"Hvem skal have denne {tag}"),
     }
     await api.reroute(ids["rerouted"], tbn, "byggeri", "Byggesag, CPR 010203-1234", "KMO")
     await api.reroute(ids["assigned"], team, "affald", "storskrald")
     await api.reroute(ids["twice"], tbn, "byggeri", "skur")
     await api.reroute(ids["twice"], kmo, "affald", "det er affaldsspande")
+    await api.reroute(ids["sent_back"], tbn, fallback, "ikke vores")  # back to triage
     for name in ("moved_on", "lost_text", "purged"):
         await api.reroute(ids[name], tbn, "byggeri", "byggeri")
     async with api.uow() as uow:
@@ -139,7 +141,8 @@ async def test_export_writes_the_clerks_labels_in_the_item_format(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "mode 0600, contains message text" in done.stdout
     assert ("3 corrected item(s) (affald 2, byggeri 1); left out: 1 content deleted by "
-            "retention; 1 moved on since the correction; 1 text no longer stored") in done.stdout
+            "retention; 1 moved on since the correction; 1 text no longer stored; "
+            "1 waiting in triage") in done.stdout
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     by_id = {line["id"]: line for line in lines}
     assert set(by_id) == {str(ids[n]) for n in ("rerouted", "assigned", "twice")}
