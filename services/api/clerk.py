@@ -13,7 +13,6 @@ when the triage team sends it on (the decision remembers it).
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -29,6 +28,7 @@ from shared.contracts import ItemEvent, ItemRouted, ItemState, JournalAction, Ro
 from shared.db import UnitOfWork
 from shared.db.models import Correction, Item, ItemTransition, utcnow
 from shared.errors import InvalidInput
+from shared.personal import scrub_cpr
 
 from .deps import Clerk, Principal, Reader, Session, current_principal
 from .routes import (
@@ -47,7 +47,6 @@ router = APIRouter(prefix="/api/v1", tags=["clerk"], dependencies=[Depends(curre
                    responses={401: {"model": Problem}, 403: {"model": Problem},
                               404: {"model": Problem}})
 Publish = Callable[[Sequence[ItemEvent]], Awaitable[None]]
-_CPR = re.compile(r"\b\d{6}-?\d{4}\b")
 # States a person may send on to another unit: decided ones (not those still in the pipeline).
 REROUTABLE = {ItemState.TRIAGE, ItemState.ROUTED, ItemState.JOURNALISED, ItemState.DONE,
               ItemState.NOT_RELEVANT}
@@ -58,8 +57,9 @@ _BINARY: dict[int | str, dict[str, Any]] = {200: {
 
 
 def redact(text: str) -> str:
-    """Free text from people goes into the audit log and training data: no CPR numbers."""
-    return _CPR.sub("[CPR]", text)
+    """Free text from people goes into the audit log and training data: no CPR numbers (the
+    shared, deliberately wide pattern: also "010203 1234" and a number next to letters)."""
+    return scrub_cpr(text, "[CPR]")
 
 
 def publisher(request: Request) -> Publish:

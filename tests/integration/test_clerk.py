@@ -255,7 +255,7 @@ async def test_back_to_triage_is_recorded_queued_and_not_journalised_twice(
         r = await api.client.post(f"{url}/reroute", headers=bkr, json=body)
         assert r.status_code == status, (body, r.text)
     r = await api.client.post(f"{url}/reroute", headers=bkr, json={
-        "unit": fallback, "reason": "ikke storskrald men haveaffald, borger 010203-1234"})
+        "unit": fallback, "reason": "ikke storskrald men haveaffald, borger 010203 1234"})
     assert r.status_code == 200, r.text
     assert (r.json()["state"], r.json()["unit"], r.json()["clerk"]) == ("triage", fallback, None)
     assert (await api.client.get(url, headers=bkr)).status_code == 404  # not mine any more
