@@ -4,91 +4,29 @@ do, and refusals carry no item data."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 from typer.testing import CliRunner
 
-from services.api import create_app
-from shared.auth import Role, create_key
-from shared.contracts import ItemState
-from shared.db import create_engine, session_factory, uow_factory
-from shared.db.models import Item
-from shared.settings import DEMO_TENANT_DIR, Settings
+from shared.auth import Role
+from shared.settings import Settings
+from tests.support.app import Api, app_settings, make_tenant, serve_api  # noqa: F401 (re-export)
 
 SECRET_SUBJECT = "Fortroligt emne 4711"
 
 
-def make_tenant(directory: Path) -> Path:
-    """The demo tenant with the job centre marked sensitive."""
-    shutil.copytree(DEMO_TENANT_DIR, directory)
-    org = yaml.safe_load((directory / "org.yaml").read_text(encoding="utf-8"))
-    for unit in org["units"]:
-        if unit["id"] == "jobcenter":
-            unit["sensitive"] = True
-    (directory / "org.yaml").write_text(yaml.safe_dump(org, allow_unicode=True),
-                                        encoding="utf-8")
-    return directory
-
-
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
-                    amqp_url="memory://",  # type: ignore[arg-type]
-                    tenant_dir=make_tenant(tmp_path / "tenant"))
-
-
-class Api:
-    """An in-process client plus helpers to make items and keys in the same database."""
-
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self.client = client
-        self.settings = settings
-        self.engine = create_engine(settings.db_url)
-        self.uow = uow_factory(session_factory(self.engine))
-
-    async def item(self, unit: str | None, state: ItemState = ItemState.DONE, *,
-                   subject: str = "Parkering", raw_sha256: str | None = None) -> uuid.UUID:
-        item_id = uuid.uuid4()
-        async with self.uow() as uow:
-            item = Item(id=item_id, correlation_id=uuid.uuid4(), channel="email",
-                        mailbox="post", source_ref=f"acc-{item_id}", subject=subject,
-                        sender="borger@example.dk", state=ItemState.CLASSIFIED.value,
-                        entities=[], raw_sha256=raw_sha256)
-            uow.session.add(item)
-            await uow.session.flush()
-            item.unit = unit
-            item.decision = {"outcome": "triage" if state == ItemState.TRIAGE else "routed",
-                             "unit": unit, "receipt": False, "reasons": ["test"]}
-            uow.transition(item, state, reason="test", producer="test")
-            await uow.commit()
-        return item_id
-
-    async def key(self, role: Role, *, units: tuple[str, ...] = (),
-                  forms: tuple[str, ...] = (), name: str = "TBN") -> dict[str, str]:
-        async with self.uow() as uow:
-            issued = await create_key(uow.session, name=name, role=role, units=units,
-                                      forms=forms)
-            await uow.commit()
-        return {"Authorization": f"Bearer {issued.key}"}
-
-    async def close(self) -> None:
-        await self.engine.dispose()
+    return app_settings(db_url, tmp_path)
 
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = Api(client, settings)
-        yield helper
-        await helper.close()
+    async with serve_api(Api, settings) as api:
+        yield api
 
 
 PROTECTED = [("GET", "/api/v1/items"), ("GET", "/api/v1/triage"),

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-from services.api import create_app
 from shared.auth import Role
 from shared.bus import RetryPolicy
 from shared.contracts import Entity, ItemClassified, ItemEvent
@@ -20,7 +17,7 @@ from shared.errors import PermanentError
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import async_wait_for
-from tests.integration.test_access import Api, make_tenant
+from tests.support.app import Api, app_settings, runtime_api, runtime_fixture  # noqa: F401 - fixtures
 
 
 class FlakyRouter:
@@ -45,27 +42,7 @@ def classified() -> ItemClassified:
 
 @pytest.fixture
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=sqlite_url,  # type: ignore[arg-type]
-                    amqp_url="memory://",  # type: ignore[arg-type]
-                    tenant_dir=make_tenant(tmp_path / "tenant"))
-
-
-@pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings)
-    await rt.start()
-    yield rt
-    await rt.stop()
-
-
-@pytest.fixture
-async def api(settings: Settings, runtime: Runtime) -> AsyncIterator[Api]:
-    app = create_app(settings, bus=runtime.bus)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = Api(client, settings)
-        yield helper
-        await helper.close()
+    return app_settings(sqlite_url, tmp_path)
 
 
 async def test_list_show_replay_through_the_api(api: Api, runtime: Runtime) -> None:

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import email
 import uuid
-from collections.abc import AsyncIterator
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-import httpx
 import pytest
 
-from services.api import create_app
 from services.delivery import Deliveries, delivery_message_id
 from services.delivery import start as start_delivery
 from shared.auth import Role
@@ -26,7 +23,7 @@ from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import async_wait_for
-from tests.integration.test_access import Api, make_tenant
+from tests.support.app import Api, app_settings, runtime_api, runtime_fixture  # noqa: F401 - fixtures
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
 
 RAW = (b"From: Borger <borger@example.dk>\r\nTo: post@demoby.dk\r\n"
@@ -36,29 +33,9 @@ RAW = (b"From: Borger <borger@example.dk>\r\nTo: post@demoby.dk\r\n"
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path, smtp_server: SmtpServer) -> Settings:  # noqa: F811
-    return Settings(data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
-                    amqp_url="memory://", tenant_dir=make_tenant(tmp_path / "tenant"),  # type: ignore[arg-type]
-                    smtp_host=smtp_server.host, smtp_port=smtp_server.port,
-                    smtp_timeout=5, retry_base_delay=0.05, retry_max_attempts=4,
-                    ops_check_interval=3600)
-
-
-@pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings)
-    await rt.start()
-    yield rt
-    await rt.stop()
-
-
-@pytest.fixture
-async def api(settings: Settings, runtime: Runtime) -> AsyncIterator[Api]:
-    app = create_app(settings, bus=runtime.bus)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = Api(client, settings)
-        yield helper
-        await helper.close()
+    return app_settings(db_url, tmp_path, smtp_host=smtp_server.host, smtp_port=smtp_server.port,
+                        smtp_timeout=5, retry_base_delay=0.05, retry_max_attempts=4,
+                        ops_check_interval=3600)
 
 
 async def routed_item(api: Api, unit: str = "parkering") -> ItemRouted:
