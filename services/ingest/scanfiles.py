@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import structlog
@@ -28,13 +27,13 @@ import structlog
 from shared.contracts import Channel, ItemEvent, ItemFailed, ItemState
 from shared.db import UnitOfWork
 from shared.files import fsync_dir, write_atomic
+from shared.personal import scrub_cpr
 
 log = structlog.get_logger(__name__)
 CONSUMER = "scan-placement"
 # Failures of the extraction: the extractor's own, its dead letters, and the reconciler giving
 # up on an item stuck before extraction. Intake failures ("ingest") were placed at intake.
 EXTRACTION_STAGES = {"extractor", ItemState.RECEIVED.value}
-_CPR = re.compile(r"\b\d{6}-?\d{4}\b")
 
 
 def target_name(folder: Path, path: Path, sha: str) -> Path:
@@ -50,7 +49,8 @@ def place(path: Path, folder: Path, sha: str, reason: str, item_id: str = "") ->
     crash in between leaves the file where it was and the note rewritten next time)."""
     target = target_name(folder, path, sha)
     if reason:
-        note = _CPR.sub("[CPR]", reason) + "\n" + (f"item {item_id}\n" if item_id else "")
+        # The shared, deliberately wide pattern ("010203 1234", a number inside a file name).
+        note = scrub_cpr(reason, "[CPR]") + "\n" + (f"item {item_id}\n" if item_id else "")
         write_atomic(folder / f"{target.name}.reason.txt", note.encode("utf-8"))
     os.replace(path, target)  # same content under a name with its sha: replacing loses nothing
     fsync_dir(folder)
