@@ -13,15 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from services.api import create_app
-from shared.settings import Settings
-from tests.integration.test_access import Api, make_tenant
+from tests.support.app import Api, app_settings, serve_api
 
 AUDIENCE = "postfordeler"
 
@@ -101,17 +98,10 @@ def idp() -> Iterator[IdentityProvider]:
 
 @pytest.fixture
 async def api(sqlite_url: str, tmp_path: Path, idp: IdentityProvider) -> AsyncIterator[Api]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url,  # type: ignore[arg-type]
-                        amqp_url="memory://",  # type: ignore[arg-type]
-                        tenant_dir=make_tenant(tmp_path / "tenant"), oidc_issuer=idp.issuer,
-                        oidc_audience=AUDIENCE, oidc_leeway=0,
-                        oidc_jwks_cooldown=0.5)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = Api(client, settings)
-        yield helper
-        await helper.close()
+    settings = app_settings(sqlite_url, tmp_path, oidc_issuer=idp.issuer,
+                            oidc_audience=AUDIENCE, oidc_leeway=0, oidc_jwks_cooldown=0.5)
+    async with serve_api(Api, settings) as api:
+        yield api
 
 
 def bearer(token: str) -> dict[str, str]:

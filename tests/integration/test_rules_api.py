@@ -9,11 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from services.api import create_app
 from services.classifier.entities import extract
 from shared.auth import Role
 from shared.contracts import ItemClassified, ItemState
@@ -21,10 +19,10 @@ from shared.db.models import AuditPending, Item
 from shared.rules import RuleSet, dump_yaml, load_yaml
 from shared.rules.engine import Facts
 from shared.rules.replay import Organisation
-from shared.settings import DEMO_TENANT_DIR, Settings
+from shared.settings import DEMO_TENANT_DIR
 from shared.tenant import Tenant
 from tests.conftest import new_database, port_open, unavailable
-from tests.integration.test_access import Api, make_tenant
+from tests.support.app import Api, app_settings, serve_api
 
 RULES = "/api/v1/rules"
 
@@ -42,15 +40,8 @@ def fresh_db(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 async def api(fresh_db: str, tmp_path: Path) -> AsyncIterator[Api]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=fresh_db,  # type: ignore[arg-type]
-                        amqp_url="memory://",  # type: ignore[arg-type]
-                        tenant_dir=make_tenant(tmp_path / "tenant"))
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = Api(client, settings)
-        yield helper
-        await helper.close()
+    async with serve_api(Api, app_settings(fresh_db, tmp_path)) as api:
+        yield api
 
 
 ROTTER = {"name": "Rotter", "priority": 20, "when": {"keywords_any": ["rotte", "rotter"]},

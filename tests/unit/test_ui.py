@@ -16,7 +16,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from services.api import create_app
 from services.api.ui import session as ui_session
 from services.api.ui.i18n import EN
 from services.api.ui.overview_pages import bars, hourly, outcome
@@ -24,28 +23,22 @@ from shared.auth import Role, create_key
 from shared.contracts import ItemState
 from shared.db.models import Item
 from shared.settings import Settings
-from tests.integration.test_access import make_tenant
 from tests.integration.test_clerk import ClerkApi
+from tests.support.app import app_settings, serve_api
 
 TEMPLATES = Path(__file__).parents[2] / "services" / "api" / "ui" / "templates"
 
 
 @pytest.fixture
 def settings(sqlite_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=sqlite_url,  # type: ignore[arg-type]
-                    amqp_url="memory://",  # type: ignore[arg-type]
-                    tenant_dir=make_tenant(tmp_path / "tenant"))
+    return app_settings(sqlite_url, tmp_path)
 
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[ClerkApi]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = ClerkApi(client, settings)
-        helper.routed = []
-        yield helper
-        await helper.close()
+    async with serve_api(ClerkApi, settings) as api:
+        api.routed = []
+        yield api
 
 
 async def _key(api: ClerkApi, role: Role, units: tuple[str, ...] = (), name: str = "TBN") -> str:

@@ -24,10 +24,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from services.api import create_app
-from shared.settings import Settings
-from tests.integration.test_access import make_tenant
 from tests.integration.test_clerk import ClerkApi
+from tests.support.app import app_settings, serve_api
 
 CLIENT, SECRET, AUDIENCE = "postfordeler-ui", "s3cret", "postfordeler"
 
@@ -118,18 +116,12 @@ def provider() -> Iterator[Provider]:
 
 @pytest.fixture
 async def api(sqlite_url: str, tmp_path: Path, provider: Provider) -> AsyncIterator[ClerkApi]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=sqlite_url,  # type: ignore[arg-type]
-                        amqp_url="memory://",  # type: ignore[arg-type]
-                        tenant_dir=make_tenant(tmp_path / "tenant"), oidc_issuer=provider.issuer,
-                        oidc_audience=AUDIENCE, oidc_client_id=CLIENT,
-                        oidc_client_secret=SECRET)  # type: ignore[arg-type]
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        helper = ClerkApi(client, settings)
-        helper.routed = []
-        yield helper
-        await helper.close()
+    settings = app_settings(sqlite_url, tmp_path, oidc_issuer=provider.issuer,
+                            oidc_audience=AUDIENCE, oidc_client_id=CLIENT,
+                            oidc_client_secret=SECRET)
+    async with serve_api(ClerkApi, settings) as api:
+        api.routed = []
+        yield api
 
 
 async def _sign_in(api: ClerkApi, next_page: str = "/ui/items") -> httpx.Response:
