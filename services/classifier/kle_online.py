@@ -9,13 +9,14 @@ so both sources give the same kle.json whatever the service counts as "udgået" 
 moved numbers both carry `Historisk`). It is not paged, so progress is the download's bytes.
 None of those clients sends credentials; a municipality given a token (KL's subscription
 terms speak of access "by agreement") passes it with `--token-env`, sent as a bearer token —
-a scheme no public client confirms.
+a scheme no public client confirms — and only over https (or to a loopback test server).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -47,6 +48,12 @@ class KleOnline:
         self.url = emneplan_url(url)
         self._headers = {"Accept": "application/xml, text/xml"}
         if token:
+            if not _safe_for_token(self.url):
+                # A bearer token over plain http can be read on the way (and by a redirect's
+                # target): only https, or a local http server in tests.
+                raise ConfigurationError("the KLE-online token is only sent over https "
+                                         f"(not to {urlsplit(self.url).scheme}://"
+                                         f"{urlsplit(self.url).hostname})")
             if not token.isascii() or not token.isprintable():
                 raise ConfigurationError("the KLE-online token has characters a header cannot "
                                          "carry")
@@ -98,6 +105,12 @@ class KleOnline:
             chunks.append(chunk)
             self._progress(received, total)
         return b"".join(chunks)
+
+
+def _safe_for_token(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http"
+                                       and parts.hostname in ("127.0.0.1", "::1", "localhost"))
 
 
 def fetch_plan(source: KleSource, *, include_expired: bool = False) -> KlePlan:

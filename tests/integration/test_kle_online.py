@@ -142,6 +142,12 @@ def test_a_token_is_sent_when_the_municipality_has_one(
     odd = kle_import("--tenant", str(tenant), "--url", server.base, "--token-env",
                      "PF_TEST_KLE_TOKEN", env={"PF_TEST_KLE_TOKEN": "nøgle"})
     assert odd.exit_code == 2 and "characters a header cannot carry" in odd.stderr
+    sent = len(server.requests)
+    clear = kle_import("--tenant", str(tenant), "--url", "http://kle.example.invalid/resources/kle",
+                       "--token-env", "PF_TEST_KLE_TOKEN",
+                       env={"PF_TEST_KLE_TOKEN": "kommunens-noegle-1"})
+    assert clear.exit_code == 2 and "only sent over https" in clear.stderr, clear.output
+    assert "kommunens-noegle-1" not in clear.output and len(server.requests) == sent
 
 
 @pytest.mark.parametrize(("behaviour", "args", "message"), [
