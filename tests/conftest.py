@@ -74,6 +74,17 @@ def new_database(prefix: str = "pf_test") -> Iterator[str]:
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def own_database(request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
+    """For a fixture with params ["sqlite", "postgres"]: a database of the test's own, its
+    SQLite file or a fresh PostgreSQL one (for tests that act on every row they find)."""
+    if request.param == "sqlite":
+        yield str(request.getfixturevalue("sqlite_url"))
+        return
+    with new_database(prefix) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database shared by this test session (tests use random ids)."""

@@ -30,17 +30,14 @@ from shared.contracts import Address, AttachmentRef, ItemExtracted, ItemState
 from shared.db.models import Retention
 from shared.settings import Settings
 from shared.tenant import Tenant
-from tests.conftest import SAMPLE_DATA, new_database, unavailable
+from tests.conftest import SAMPLE_DATA, own_database, unavailable
 from tests.integration.test_access import Api, make_tenant
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_db(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-    else:
-        with new_database("pf_corr") as url:
-            yield url
+    with own_database(request, "pf_corr") as url:
+        yield url
 
 
 @pytest.fixture

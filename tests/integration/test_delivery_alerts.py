@@ -22,7 +22,7 @@ from shared.db.models import Item, MailboxStatus, utcnow
 from shared.errors import PermanentError
 from shared.mail import SmtpSender
 from shared.settings import Settings
-from tests.conftest import new_database
+from tests.conftest import own_database
 from tests.integration.test_deadletter import classified
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
 
@@ -42,10 +42,7 @@ class Clock:
 def own_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The monitor looks at every failed item and mailbox: a database of its own, so items
     other tests failed moments ago in the shared one are not alerted here."""
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-        return
-    with new_database("pf_alerts") as url:
+    with own_database(request, "pf_alerts") as url:
         yield url
 
 

@@ -42,7 +42,7 @@ from shared.db.models import (
 )
 from shared.runtime import Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
-from tests.conftest import async_wait_for, new_database
+from tests.conftest import async_wait_for, own_database
 
 OLD, RECENT = timedelta(days=40), timedelta(days=5)
 LOGO = b"\x89PNG kommunens logo i hver signatur"
@@ -58,10 +58,7 @@ def _settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
 def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A database of each test's own: retention purges every eligible item it finds, so it must
     not see (or purge) the items of other tests in a shared database."""
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-        return
-    with new_database("pf_retention") as url:
+    with own_database(request, "pf_retention") as url:
         yield url
 
 

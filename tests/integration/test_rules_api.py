@@ -21,7 +21,7 @@ from shared.rules.engine import Facts
 from shared.rules.replay import Organisation
 from shared.settings import DEMO_TENANT_DIR
 from shared.tenant import Tenant
-from tests.conftest import new_database, port_open, unavailable
+from tests.conftest import own_database
 from tests.support.app import Api, app_settings, serve_api
 
 RULES = "/api/v1/rules"
@@ -29,12 +29,7 @@ RULES = "/api/v1/rules"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh_db(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-        return
-    if not port_open("127.0.0.1", 5432):
-        unavailable("PostgreSQL on 127.0.0.1:5432")
-    with new_database("pf_rules_api") as url:
+    with own_database(request, "pf_rules_api") as url:
         yield url
 
 

@@ -24,7 +24,7 @@ from shared.db.models import AuditPending, Item
 from shared.rules import RuleSet, load_yaml, store
 from shared.runtime import Runtime
 from shared.settings import DEMO_TENANT_DIR, Settings
-from tests.conftest import async_wait_for, new_database, port_open, unavailable
+from tests.conftest import async_wait_for, own_database
 
 DEMO_RULES = load_yaml(DEMO_TENANT_DIR / "rules.yaml")
 
@@ -33,12 +33,7 @@ DEMO_RULES = load_yaml(DEMO_TENANT_DIR / "rules.yaml")
 def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: the active rule set is global to a database, so a
     shared one would hand these rules to other tests' routers."""
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-        return
-    if not port_open("127.0.0.1", 5432):
-        unavailable("PostgreSQL on 127.0.0.1:5432")
-    with new_database("pf_rules") as url:
+    with own_database(request, "pf_rules") as url:
         yield url
 
 

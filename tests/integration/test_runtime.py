@@ -22,7 +22,7 @@ from shared.errors import PermanentError
 from shared.reconciler import Reconciler
 from shared.runtime import Consumer, Runtime
 from shared.settings import Settings
-from tests.conftest import async_wait_for, new_database
+from tests.conftest import async_wait_for, own_database
 
 BLOB = BlobRef(sha256="a" * 64, size=1)
 
@@ -31,10 +31,7 @@ BLOB = BlobRef(sha256="a" * 64, size=1)
 def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A database of each test's own: the reconciler and the outbox sweep act on every item
     and event they find, so they must not meet other tests' leftovers."""
-    if request.param == "sqlite":
-        yield str(request.getfixturevalue("sqlite_url"))
-        return
-    with new_database("pf_runtime") as url:
+    with own_database(request, "pf_runtime") as url:
         yield url
 
 
