@@ -60,6 +60,7 @@ class ImapFolderWriter:
         self.config = config
         self.name = config.name
         self._imap = ImapConnection(config)
+        self._subscribed: set[str] = set()
 
     def _put(self, path: str, message_id: str, raw: bytes) -> bool:
         client = self._imap.connect()
@@ -67,6 +68,12 @@ class ImapFolderWriter:
         if not client.folder_exists(folder):
             client.create_folder(folder)
             log.info("created mailbox folder", mailbox=self.name, folder=folder)
+        if folder not in self._subscribed:
+            # Mail clients that list subscribed folders only (Thunderbird's default, many
+            # webmails) would not show a folder created here. Once per writer, also after a
+            # crash between CREATE and SUBSCRIBE; subscribing again is harmless.
+            client.subscribe_folder(folder)
+            self._subscribed.add(folder)
         client.select_folder(folder, readonly=True)  # SEARCH needs a selected folder
         if client.search(["HEADER", "Message-ID", message_id]):
             return False

@@ -195,6 +195,12 @@ async def test_imap_folder_copy_exactly_once(make_setup: Any, dovecot: DovecotSe
     assert_copy(parse(raw), event)
     [flags] = imap_flags(dovecot, folder)
     assert b"\\Seen" not in flags and b"\\Draft" not in flags  # unread, not a draft
+    # Subscribed too: mail clients that list subscribed folders only must show it.
+    client = dovecot._client("parkering")
+    try:
+        assert folder in {name for _flags, _delim, name in client.list_sub_folders()}
+    finally:
+        client.logout()
     row = await setup.row(event)
     assert (row.channel, row.recipient, row.status, row.attempts) == (
         "imap", f"parkering-imap:{FOLDER}", "sent", 1)
