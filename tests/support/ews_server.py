@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.utils import parseaddr
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
+
+from tests.support.http_server import LocalHttpServer, QuietHandler
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -102,10 +103,8 @@ class _Fail(Exception):
         self.code, self.text = code, text
 
 
-class EwsServer:
+class EwsServer(LocalHttpServer):
     """`with EwsServer() as ews:` -> `ews.url`, `add_mailbox`, `add_user`, `deliver`..."""
-
-    host = "127.0.0.1"
 
     def __init__(self, anonymous: str | None = None) -> None:
         self.lock = threading.RLock()
@@ -123,20 +122,8 @@ class EwsServer:
         self.requests: list[tuple[str, str, str]] = []  # (operation, principal, mailbox)
         self.bodies: list[bytes] = []  # the raw SOAP requests, to check what exchangelib sends
         self.synced: list[tuple[int, int]] = []  # (creates, deletes) of each SyncFolderItems
-        self._httpd = ThreadingHTTPServer((self.host, 0), _handler(self))
-        self.port = self._httpd.server_address[1]
+        super().__init__(_handler(self))
         self.url = f"http://{self.host}:{self.port}/EWS/Exchange.asmx"
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> EwsServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     # --- test setup -------------------------------------------------------------------------
 
@@ -241,23 +228,9 @@ def _folder_id() -> str:
 
 
 def _handler(server: EwsServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # headers and body go out in two writes: without TCP_NODELAY the client's delayed
-        # ACK holds every answer ~40 ms
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-            return
-
+    class Handler(QuietHandler):
         def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "text/xml; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(status, body, "text/xml; charset=utf-8", headers)
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

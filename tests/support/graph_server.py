@@ -34,10 +34,11 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.http_server import LocalHttpServer, QuietHandler
 
 WELL_KNOWN = ("msgfolderroot", "inbox")
 
@@ -81,10 +82,8 @@ class _User:
     messages: dict[str, Message] = field(default_factory=dict)
 
 
-class GraphServer:
+class GraphServer(LocalHttpServer):
     """`with GraphServer() as graph:` -> `graph.url`, `add_client`, `add_user`, `deliver`..."""
-
-    host = "127.0.0.1"
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -99,20 +98,8 @@ class GraphServer:
         self.lost_answers = 0
         self.requests: list[tuple[str, str]] = []  # (method, path), for assertions
         self.token_requests = 0
-        self._httpd = ThreadingHTTPServer((self.host, 0), _handler(self))
-        self.port = self._httpd.server_address[1]
+        super().__init__(_handler(self))
         self.url = f"http://{self.host}:{self.port}"
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> GraphServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     # --- test setup -------------------------------------------------------------------------
 
@@ -206,27 +193,13 @@ class _Error(Exception):
 
 
 def _handler(server: GraphServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # headers and body go out in two writes: without TCP_NODELAY the client's delayed
-        # ACK holds every answer ~40 ms
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-            return
-
+    class Handler(QuietHandler):
         def _body(self) -> bytes:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _send(self, status: int, body: bytes, ctype: str = "application/json",
                   headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(status, body, ctype, headers)
 
         def _json(self, status: int, data: Any) -> None:
             self._send(status, json.dumps(data).encode())
