@@ -25,6 +25,7 @@ import httpx
 
 from shared.errors import PermanentError, TransientError
 from shared.esdh import CaseRef, DocumentRef, NewCase, NewDocument, SbsysConfig, cpr_or_cvr
+from shared.personal import scrub_cpr
 
 from .http import call
 from .receipt_text import reference
@@ -174,7 +175,9 @@ class Sbsys:
             meta["ErBeskyttet"] = True  # a protected document: only those with access
         files: list[tuple[str, tuple[str | None, bytes | str, str]]] = [
             ("json", (None, json.dumps(meta, ensure_ascii=False), "application/json"))]
-        files += [("file", (f.name, f.data, f.content_type)) for f in document.files]
+        # A file's name is listed with the document like its title: no CPR numbers there.
+        files += [("file", (scrub_cpr(f.name, "CPR"), f.data, f.content_type))
+                  for f in document.files]
         doc = await self._api("POST", "/api/dokument/journaliser", "SBSYS journalise",
                               files=files)
         return DocumentRef(str(doc["Id"]), case_number)

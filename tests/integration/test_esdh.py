@@ -89,6 +89,27 @@ async def test_sbsys_case_lookup_search_create_and_journalise(
     await esdh.aclose()
 
 
+async def test_sbsys_file_names_carry_no_cpr_numbers(
+        sbsys_server: SbsysServer, secrets_env: None) -> None:  # noqa: F811
+    # A file's name is listed with the document (and in access-to-files lists) like a title.
+    esdh = _sbsys(sbsys_server)
+    case = await esdh.create_case(NewCase(title="Løn", kle="05.09.04"), idempotency_key="c:case")
+    item_id = uuid.uuid4()
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "borger@example.dk", "post@demoby.dk", "Løn"
+    msg.set_content("Lønseddel vedhæftet.")
+    msg.add_attachment(b"%PDF-1.4 loen", maintype="application", subtype="pdf",
+                       filename="0101901234_lønseddel 010190 1234.pdf")
+    await esdh.add_document(case.case_number, NewDocument(
+        title="Løn", item_id=item_id, files=files_of(item_id, msg.as_bytes())),
+        idempotency_key="c:doc")
+    [stored] = sbsys_server.documents
+    names = [f["Navn"] for f in stored["Filer"]]
+    assert names[1] == "CPR_lønseddel CPR.pdf", names
+    assert stored["Filer"][1]["Data"] == b"%PDF-1.4 loen"
+    await esdh.aclose()
+
+
 async def test_sbsys_lost_answer_and_outage_never_file_twice(
         sbsys_server: SbsysServer, secrets_env: None) -> None:  # noqa: F811
     sbsys_server.add_case("05.09.04-G01-1-26", "Parkering")
