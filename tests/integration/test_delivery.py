@@ -5,10 +5,7 @@ re-route delivered anew, SMTP trouble retried, a refused mailbox failed visibly.
 from __future__ import annotations
 
 import asyncio
-import email
 import uuid
-from email import policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -16,19 +13,15 @@ import pytest
 from services.delivery import Deliveries, delivery_message_id
 from services.delivery import start as start_delivery
 from shared.auth import Role
-from shared.blobs import FileBlobStore
-from shared.contracts import ItemRouted, ItemState, RouteOutcome
+from shared.contracts import RouteOutcome
 from shared.db.models import Delivery
 from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import async_wait_for
 from tests.support.app import Api, app_settings, runtime_api, runtime_fixture  # noqa: F401 - fixtures
+from tests.support.routed import assert_decision_headers, parse, routed_item
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
-
-RAW = (b"From: Borger <borger@example.dk>\r\nTo: post@demoby.dk\r\n"
-       b"Subject: Parkeringsafgift AB12345\r\nMessage-ID: <orig-1@example.dk>\r\n\r\n"
-       b"Jeg har faaet en afgift.\r\n")
 
 
 @pytest.fixture
@@ -38,31 +31,12 @@ def settings(db_url: str, tmp_path: Path, smtp_server: SmtpServer) -> Settings: 
                         ops_check_interval=3600)
 
 
-async def routed_item(api: Api, unit: str = "parkering") -> ItemRouted:
-    raw = await FileBlobStore(api.settings.blobs_path).put(RAW, "message/rfc822")
-    item_id = await api.item(unit, ItemState.DONE, subject="Parkeringsafgift AB12345",
-                             raw_sha256=raw.sha256)
-    async with api.uow() as uow:
-        item = await uow.item(item_id)
-        correlation = item.correlation_id
-    return ItemRouted(correlation_id=correlation, producer="router", item_id=item_id,
-                      outcome=RouteOutcome.ROUTED, unit=unit, clerk="ALA",
-                      case_number="05.09.04-G01-1-26",
-                      reasons=("parkering: rule 'Nummerplade' matched plate AB12345",))
-
-
 async def mails(server: SmtpServer, count: int) -> list[bytes]:
     """Wait without blocking the loop the consumers run in."""
     async def enough() -> bool:
         return server.count() >= count
     await async_wait_for(enough, timeout=10, interval=0.02)
     return server.raw_messages()
-
-
-def parse(raw: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(raw, policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 async def test_forward_carries_the_original_and_the_decision(
@@ -75,12 +49,7 @@ async def test_forward_carries_the_original_and_the_decision(
     assert received.rcpt_tos == ("parkering@demoby.dk",)
     msg = parse(received.raw)
     assert msg["Message-ID"] == delivery_message_id(event.message_id, "demoby.dk")
-    assert msg["X-Postfordeler-Item"] == str(event.item_id)
-    assert msg["X-Postfordeler-Unit"] == "parkering"
-    assert msg["X-Postfordeler-Decision"] == "routed"
-    assert msg["X-Postfordeler-Clerk"] == "ALA"
-    assert msg["X-Postfordeler-Case"] == "05.09.04-G01-1-26"
-    assert "Nummerplade" in msg["X-Postfordeler-Reason"]
+    assert_decision_headers(msg, event)
     assert msg["Reply-To"] == "borger@example.dk"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["Subject"] == "[Postfordeler] Parkeringsafgift AB12345"

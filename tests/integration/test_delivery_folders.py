@@ -8,32 +8,28 @@ stops the start."""
 from __future__ import annotations
 
 import asyncio
-import email
+import contextlib
 from collections.abc import AsyncIterator, Iterator
-from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from sqlalchemy import select, update
 
-from services.api import create_app
 from services.delivery import Deliveries, folder_message_id
 from services.delivery import start as start_delivery
 from services.delivery.deliver import folder_row_id
 from shared.auth import Role
-from shared.blobs import FileBlobStore
-from shared.contracts import ItemRouted, ItemState, RouteOutcome
+from shared.contracts import ItemRouted
 from shared.db.models import AuditEntry, Delivery
 from shared.errors import ConfigurationError, TransientError
 from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import async_wait_for
-from tests.integration.test_access import Api, make_tenant
+from tests.support.app import Api, make_tenant, running, serve_api
 from tests.support.dovecot import DovecotServer
 from tests.support.ews_server import EwsServer
 from tests.support.folder_targets import (
@@ -47,15 +43,8 @@ from tests.support.folder_targets import (
     tenant_with,
 )
 from tests.support.graph_server import GraphServer
+from tests.support.routed import assert_decision_headers, parse, routed_item
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
-
-RAW = (b"From: Borger <borger@example.dk>\r\nTo: post@demoby.dk\r\n"
-       b"Subject: Parkeringsafgift AB12345\r\nMessage-ID: <orig-1@example.dk>\r\n\r\n"
-       b"Jeg har faaet en afgift.\r\n")
-def parse(raw: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(raw, policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 @pytest.fixture
@@ -89,17 +78,7 @@ class Setup:
         self.api, self.runtime, self.deliveries = api, runtime, deliveries
 
     async def routed(self, unit: str = "parkering", sensitive: bool = False) -> ItemRouted:
-        raw = await FileBlobStore(self.api.settings.blobs_path).put(RAW, "message/rfc822")
-        item_id = await self.api.item(unit, ItemState.DONE, subject="Parkeringsafgift AB12345",
-                                      raw_sha256=raw.sha256)
-        async with self.api.uow() as uow:
-            correlation = (await uow.item(item_id)).correlation_id
-        extra = {"sensitive": True} if sensitive else {}
-        return ItemRouted(correlation_id=correlation, producer="router", item_id=item_id,
-                          outcome=RouteOutcome.ROUTED, unit=unit, clerk="ALA",
-                          case_number="05.09.04-G01-1-26",
-                          reasons=("parkering: rule 'Nummerplade' matched plate AB12345",),
-                          **extra)
+        return await routed_item(self.api, unit, sensitive)
 
     async def row(self, event: ItemRouted) -> Delivery:
         async with self.api.uow() as uow:
@@ -129,46 +108,29 @@ async def make_setup(db_url: str, tmp_path: Path,
                      smtp_server: SmtpServer,  # noqa: F811
                      monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     monkeypatch.setenv("PF_TEST_IMAP_PASSWORD", "imap-secret")
-    opened: list[tuple[Runtime, Api, Deliveries, Any]] = []
+    async with contextlib.AsyncExitStack() as opened:  # closed in reverse: runtime last
+        async def make(mailbox: dict[str, Any], **tenant: Any) -> Setup:
+            settings = Settings(
+                data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
+                amqp_url="memory://",  # type: ignore[arg-type]
+                tenant_dir=tenant_with(make_tenant(tmp_path / "tenant"), mailbox,  # type: ignore[arg-type]
+                                       **tenant),
+                smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_timeout=5,
+                retry_base_delay=0.05, retry_max_attempts=4, ops_check_interval=3600)
+            runtime = await opened.enter_async_context(running(settings))
+            api = await opened.enter_async_context(
+                serve_api(Api, settings, bus=runtime.bus))
+            deliveries = Deliveries(runtime.uow, runtime.tenant, runtime.blobs,
+                                    SmtpSender(settings))
+            opened.push_async_callback(deliveries.close)
+            return Setup(api, runtime, deliveries)
 
-    async def make(mailbox: dict[str, Any], **tenant: Any) -> Setup:
-        settings = Settings(
-            data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
-            amqp_url="memory://",  # type: ignore[arg-type]
-            tenant_dir=tenant_with(make_tenant(tmp_path / "tenant"), mailbox,  # type: ignore[arg-type]
-                                   **tenant),
-            smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_timeout=5,
-            retry_base_delay=0.05, retry_max_attempts=4, ops_check_interval=3600)
-        runtime = Runtime(settings)
-        await runtime.start()
-        app = create_app(settings, bus=runtime.bus)
-        lifespan = app.router.lifespan_context(app)
-        await lifespan.__aenter__()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                   base_url="http://test")
-        api = Api(client, settings)
-        deliveries = Deliveries(runtime.uow, runtime.tenant, runtime.blobs,
-                                SmtpSender(settings))
-        opened.append((runtime, api, deliveries, lifespan))
-        return Setup(api, runtime, deliveries)
-
-    yield make
-    for runtime, api, deliveries, lifespan in opened:
-        await deliveries.close()
-        await api.close()
-        await api.client.aclose()
-        await lifespan.__aexit__(None, None, None)
-        await runtime.stop()
+        yield make
 
 
 def assert_copy(msg: EmailMessage, event: ItemRouted) -> None:
     assert msg["Message-ID"] == folder_message_id(event.message_id, "demoby.dk")
-    assert msg["X-Postfordeler-Item"] == str(event.item_id)
-    assert msg["X-Postfordeler-Unit"] == "parkering"
-    assert msg["X-Postfordeler-Decision"] == "routed"
-    assert msg["X-Postfordeler-Clerk"] == "ALA"
-    assert msg["X-Postfordeler-Case"] == "05.09.04-G01-1-26"
-    assert "Nummerplade" in msg["X-Postfordeler-Reason"]
+    assert_decision_headers(msg, event)
     assert msg["Subject"] == "[Postfordeler] Parkeringsafgift AB12345"
     [attached] = list(msg.iter_attachments())
     assert attached.get_content_type() == "message/rfc822"
