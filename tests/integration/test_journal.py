@@ -30,27 +30,25 @@ from shared.db.models import (
     utcnow,
 )
 from shared.runtime import Runtime
-from shared.settings import DEMO_TENANT_DIR, Settings
+from shared.settings import Settings
 from tests.conftest import async_wait_for
+from tests.support.app import demo_settings, running
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401  (fixture)
 
 DOMAIN = "demoby.dk"  # the demo tenant's municipality domain
 
 
 def _settings(tmp_path: Path, db_url: str, smtp: SmtpServer | None) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
-                    amqp_url="memory://", tenant_dir=DEMO_TENANT_DIR,  # type: ignore[arg-type]
-                    smtp_host="127.0.0.1" if smtp else None, smtp_port=smtp.port if smtp else 25,
-                    smtp_timeout=5.0, retry_base_delay=0.05, retry_max_delay=0.2)
+    return demo_settings(db_url, tmp_path, smtp_host="127.0.0.1" if smtp else None,
+                         smtp_port=smtp.port if smtp else 25, smtp_timeout=5.0,
+                         retry_base_delay=0.05, retry_max_delay=0.2)
 
 
 @pytest.fixture
 async def runtime(db_url: str, tmp_path: Path,
                   smtp_server: SmtpServer) -> AsyncIterator[Runtime]:  # noqa: F811
-    rt = Runtime(_settings(tmp_path, db_url, smtp_server))
-    await rt.start()
-    yield rt
-    await rt.stop()
+    async with running(_settings(tmp_path, db_url, smtp_server)) as rt:
+        yield rt
 
 
 async def _item(rt: Runtime, *, state: str = "routed", sender: str | None = "borger@example.dk",

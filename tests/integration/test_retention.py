@@ -41,17 +41,16 @@ from shared.db.models import (
     utcnow,
 )
 from shared.runtime import Runtime
-from shared.settings import DEMO_TENANT_DIR, Settings
+from shared.settings import Settings
 from tests.conftest import async_wait_for, own_database
+from tests.support.app import demo_settings, running
 
 OLD, RECENT = timedelta(days=40), timedelta(days=5)
 LOGO = b"\x89PNG kommunens logo i hver signatur"
 
 
 def _settings(tmp_path: Path, db_url: str, **extra: object) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_url,  # type: ignore[arg-type]
-                    amqp_url="memory://", tenant_dir=DEMO_TENANT_DIR,  # type: ignore[arg-type]
-                    **extra)  # type: ignore[arg-type]
+    return demo_settings(db_url, tmp_path, **extra)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -64,10 +63,8 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 async def runtime(db_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
-    rt = Runtime(_settings(tmp_path, db_url))
-    await rt.start()
-    yield rt
-    await rt.stop()
+    async with running(_settings(tmp_path, db_url)) as rt:
+        yield rt
 
 
 @dataclass

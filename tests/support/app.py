@@ -46,6 +46,12 @@ def app_settings(database_url: str, tmp_path: Path, **extra: Any) -> Settings:
                     amqp_url="memory://", tenant_dir=make_tenant(tmp_path / "tenant"), **extra)
 
 
+def demo_settings(database_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    """Settings on the in-process bus with the demo tenant as it ships."""
+    return Settings(data_dir=tmp_path / "data", database_url=database_url,
+                    amqp_url="memory://", tenant_dir=DEMO_TENANT_DIR, **extra)
+
+
 class Api:
     """An in-process client plus helpers to make items and keys in the same database."""
 
