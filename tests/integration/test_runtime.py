@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,9 +35,15 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
 
 
-def make_runtime(tmp_path: Path, db_url: str) -> Runtime:
+@pytest.fixture
+async def runtime(tmp_path: Path, db_url: str) -> AsyncIterator[Runtime]:
     settings = Settings(data_dir=tmp_path, database_url=db_url)  # type: ignore[arg-type]
-    return Runtime(settings, bus=MemoryBus(policy=RetryPolicy(3, 0.01, 0.05), prefetch=4))
+    rt = Runtime(settings, bus=MemoryBus(policy=RetryPolicy(3, 0.01, 0.05), prefetch=4))
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.stop()
 
 
 async def new_item(runtime: Runtime, state: ItemState = ItemState.RECEIVED) -> ItemReceived:
@@ -58,9 +64,7 @@ async def state_of(runtime: Runtime, item_id: uuid.UUID) -> Item:
         return await uow.item(item_id, lock=False)
 
 
-async def test_consumer_processes_once_and_publishes_after_commit(tmp_path: Path,
-                                                                  db_url: str) -> None:
-    runtime = make_runtime(tmp_path, db_url)
+async def test_consumer_processes_once_and_publishes_after_commit(runtime: Runtime) -> None:
     seen: list[uuid.UUID] = []
     downstream: list[ItemEvent] = []
 
@@ -74,106 +78,84 @@ async def test_consumer_processes_once_and_publishes_after_commit(tmp_path: Path
     async def collect(event: ItemEvent) -> None:
         downstream.append(event)
 
-    await runtime.start()
-    try:
-        await runtime.start_consumer(Consumer("t-extractor", ("item.received",), handle))
-        await runtime.bus.subscribe("t-next", ("item.extracted",), collect)
-        event = await new_item(runtime)
-        await runtime.bus.publish(event)
-        await runtime.bus.publish(event)  # a redelivery: must not be processed twice
-        await async_wait_for(lambda: _true(len(downstream) >= 1), timeout=10)
-        await asyncio.sleep(0.2)
-        assert seen == [event.message_id]
-        await runtime.relay.flush()
-        assert len(downstream) == 1 and downstream[0].causation_id == event.message_id
-        async with runtime.uow() as uow:
-            inbox = (await uow.session.execute(select(InboxEntry).where(
-                InboxEntry.message_id == event.message_id))).scalars().all()
-            out = (await uow.session.execute(select(OutboxMessage).where(
-                OutboxMessage.message_id == downstream[0].message_id))).scalar_one()
-            history = (await uow.session.execute(select(ItemTransition.to_state).where(
-                ItemTransition.item_id == event.item_id))).scalars().all()
-        assert [e.consumer for e in inbox] == ["t-extractor"]
-        assert out.published_at is not None
-        assert history == ["extracted"]
-    finally:
-        await runtime.stop()
+    await runtime.start_consumer(Consumer("t-extractor", ("item.received",), handle))
+    await runtime.bus.subscribe("t-next", ("item.extracted",), collect)
+    event = await new_item(runtime)
+    await runtime.bus.publish(event)
+    await runtime.bus.publish(event)  # a redelivery: must not be processed twice
+    await async_wait_for(lambda: _true(len(downstream) >= 1), timeout=10)
+    await asyncio.sleep(0.2)
+    assert seen == [event.message_id]
+    await runtime.relay.flush()
+    assert len(downstream) == 1 and downstream[0].causation_id == event.message_id
+    async with runtime.uow() as uow:
+        inbox = (await uow.session.execute(select(InboxEntry).where(
+            InboxEntry.message_id == event.message_id))).scalars().all()
+        out = (await uow.session.execute(select(OutboxMessage).where(
+            OutboxMessage.message_id == downstream[0].message_id))).scalar_one()
+        history = (await uow.session.execute(select(ItemTransition.to_state).where(
+            ItemTransition.item_id == event.item_id))).scalars().all()
+    assert [e.consumer for e in inbox] == ["t-extractor"]
+    assert out.published_at is not None
+    assert history == ["extracted"]
 
 
 async def _true(value: bool) -> bool:
     return value
 
 
-async def test_dead_lettered_message_fails_the_item_with_the_reason(tmp_path: Path,
-                                                                     db_url: str) -> None:
-    runtime = make_runtime(tmp_path, db_url)
+async def received_by(runtime: Runtime, consumer: str) -> list[ItemEvent]:
+    """What `consumer`, subscribed to item.received, is handed; the list fills as it runs."""
+    got: list[ItemEvent] = []
 
+    async def collect(event: ItemEvent) -> None:
+        got.append(event)
+
+    await runtime.bus.subscribe(consumer, ("item.received",), collect)
+    return got
+
+
+async def test_dead_lettered_message_fails_the_item_with_the_reason(runtime: Runtime) -> None:
     async def handle(event: ItemEvent, uow: UnitOfWork) -> None:
         raise PermanentError("cannot read this")
 
-    await runtime.start()
-    try:
-        await runtime.start_consumer(Consumer("t-bad", ("item.received",), handle))
-        event = await new_item(runtime)
-        await runtime.bus.publish(event)
+    await runtime.start_consumer(Consumer("t-bad", ("item.received",), handle))
+    event = await new_item(runtime)
+    await runtime.bus.publish(event)
 
-        async def failed() -> bool:
-            return (await state_of(runtime, event.item_id)).state == "failed"
+    async def failed() -> bool:
+        return (await state_of(runtime, event.item_id)).state == "failed"
 
-        await async_wait_for(failed, timeout=10)
+    await async_wait_for(failed, timeout=10)
+    item = await state_of(runtime, event.item_id)
+    assert item.failure_reason == "PermanentError: cannot read this"
+    assert await runtime.bus.dead_letter_count("t-bad") == 1
+
+
+async def test_outbox_sweep_publishes_what_a_crash_left_behind(runtime: Runtime) -> None:
+    got = await received_by(runtime, "t-sweep")
+    event = await new_item(runtime)  # committed, never published: the "crash"
+    assert await runtime.relay.sweep(older_than=0) >= 1
+    await async_wait_for(lambda: _true(any(e.message_id == event.message_id for e in got)),
+                         timeout=10)
+    assert await runtime.relay.sweep(older_than=0) == 0
+
+
+async def test_reconciler_republishes_stuck_items_then_fails_them(runtime: Runtime) -> None:
+    got = await received_by(runtime, "t-rec")
+    event = await new_item(runtime)
+    reconciler = Reconciler(runtime.uow, runtime.relay, stuck_after=60, max_attempts=2)
+    for attempt in range(3):
+        async with runtime.uow() as uow:  # age the item past `stuck_after`
+            await uow.session.execute(update(Item).where(Item.id == event.item_id).values(
+                updated_at=utcnow() - timedelta(minutes=5)))
+            await uow.commit()
+        await reconciler.run_once()
         item = await state_of(runtime, event.item_id)
-        assert item.failure_reason == "PermanentError: cannot read this"
-        assert await runtime.bus.dead_letter_count("t-bad") == 1
-    finally:
-        await runtime.stop()
-
-
-async def test_outbox_sweep_publishes_what_a_crash_left_behind(tmp_path: Path,
-                                                               db_url: str) -> None:
-    runtime = make_runtime(tmp_path, db_url)
-    got: list[ItemEvent] = []
-
-    async def collect(event: ItemEvent) -> None:
-        got.append(event)
-
-    await runtime.start()
-    try:
-        await runtime.bus.subscribe("t-sweep", ("item.received",), collect)
-        event = await new_item(runtime)  # committed, never published: the "crash"
-        assert await runtime.relay.sweep(older_than=0) >= 1
-        await async_wait_for(lambda: _true(any(e.message_id == event.message_id for e in got)),
-                             timeout=10)
-        assert await runtime.relay.sweep(older_than=0) == 0
-    finally:
-        await runtime.stop()
-
-
-async def test_reconciler_republishes_stuck_items_then_fails_them(tmp_path: Path,
-                                                                  db_url: str) -> None:
-    runtime = make_runtime(tmp_path, db_url)
-    got: list[ItemEvent] = []
-
-    async def collect(event: ItemEvent) -> None:
-        got.append(event)
-
-    await runtime.start()
-    try:
-        await runtime.bus.subscribe("t-rec", ("item.received",), collect)
-        event = await new_item(runtime)
-        reconciler = Reconciler(runtime.uow, runtime.relay, stuck_after=60, max_attempts=2)
-        for attempt in range(3):
-            async with runtime.uow() as uow:  # age the item past `stuck_after`
-                await uow.session.execute(update(Item).where(Item.id == event.item_id).values(
-                    updated_at=utcnow() - timedelta(minutes=5)))
-                await uow.commit()
-            await reconciler.run_once()
-            item = await state_of(runtime, event.item_id)
-            if attempt < 2:
-                assert item.state == "received" and item.reconcile_attempts == attempt + 1
-        await async_wait_for(lambda: _true(len(got) == 2), timeout=10)
-        assert all(e.message_id == event.message_id for e in got)
-        item = await state_of(runtime, event.item_id)
-        assert item.state == "failed"
-        assert "stuck in state 'received' after 2 re-publishes" in (item.failure_reason or "")
-    finally:
-        await runtime.stop()
+        if attempt < 2:
+            assert item.state == "received" and item.reconcile_attempts == attempt + 1
+    await async_wait_for(lambda: _true(len(got) == 2), timeout=10)
+    assert all(e.message_id == event.message_id for e in got)
+    item = await state_of(runtime, event.item_id)
+    assert item.state == "failed"
+    assert "stuck in state 'received' after 2 re-publishes" in (item.failure_reason or "")
