@@ -14,7 +14,9 @@ from shared.contracts import ItemRouted, ItemState, RouteOutcome
 from shared.mail import SmtpSender
 from shared.runtime import Runtime
 from tests.integration.test_access import Api
-from tests.integration.test_delivery import RAW, api, parse, runtime, settings  # noqa: F401
+from tests.integration.test_delivery import settings  # noqa: F401 - fixture
+from tests.support.app import runtime_api, runtime_fixture  # noqa: F401 - fixtures
+from tests.support.routed import RAW, parse
 from tests.support.smtp import SmtpServer, smtp_server  # noqa: F401 - fixture
 
 
