@@ -29,6 +29,7 @@ from shared import metrics
 from shared.contracts import BlobRef, Channel, ItemEvent, ItemFailed, ItemReceived, ItemState
 from shared.db import Item, SourceMessage, UnitOfWork
 from shared.errors import InvalidInput
+from shared.personal import scrub_cpr
 from shared.runtime import Runtime
 
 from .extraction import ExtractionService
@@ -85,7 +86,7 @@ class ScanFolder:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the database or the disk: the next look tries again
-                    log.exception("scan not taken in", file=name)
+                    log.exception("scan not taken in", file=scrub_cpr(name))
                     outcome = "waiting"
             getattr(report, outcome or "waiting").append(name)
 
@@ -192,7 +193,7 @@ async def record_scan(uow: UnitOfWork, mailbox: str, name: str, sha: str,
         SourceMessage.mailbox == mailbox, SourceMessage.source_ref == sha))).scalar_one_or_none()
     if seen is not None:
         first = await uow.item(seen, lock=False)
-        log.info("scan already taken in", file=name, item_id=str(seen))
+        log.info("scan already taken in", file=scrub_cpr(name), item_id=str(seen))
         return "duplicates", first.failure_reason or "" if first.channel == "scan" else ""
     item = Item(id=uuid.uuid4(), correlation_id=uuid.uuid4(), channel=Channel.SCAN.value,
                 mailbox=mailbox, source_ref=name[:255], raw_sha256=sha, subject=name)
@@ -205,14 +206,16 @@ async def record_scan(uow: UnitOfWork, mailbox: str, name: str, sha: str,
                             item_id=item.id, stage=PRODUCER, reason=reason)
         uow.transition(item, ItemState.FAILED, reason=reason, event=failed)
         uow.emit(failed)
-        log.warning("scan refused", file=name, item_id=str(item.id), reason=reason)
+        log.warning("scan refused", file=scrub_cpr(name), item_id=str(item.id),
+                    reason=scrub_cpr(reason))
         return "failed", reason
     received = ItemReceived(correlation_id=item.correlation_id, producer=PRODUCER,
                             item_id=item.id, channel=Channel.SCAN, mailbox=mailbox,
                             source_ref=name[:255], raw=blob)
     uow.transition(item, ItemState.RECEIVED, event=received)
     uow.emit(received)
-    log.info("scan received", file=name, item_id=str(item.id))
+    # A scanning bureau may name files after the person (CPR numbers included): not in logs.
+    log.info("scan received", file=scrub_cpr(name), item_id=str(item.id))
     return "new", ""
 
 

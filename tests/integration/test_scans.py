@@ -211,3 +211,20 @@ async def test_scan_failing_in_extraction_ends_in_the_error_folder(  # type: ign
     moved.rename(archive / "side.png")
     await folder._failed_meanwhile("side.png", sha)
     assert moved.read_bytes() == data and not (archive / "side.png").exists()
+
+
+async def test_cpr_numbers_in_file_names_stay_out_of_the_logs(  # type: ignore[no-untyped-def]
+        scan_runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runtime, service, _ = scan_runtime
+    service.limits = Limits(max_pixels=100_000)
+    folder = ScanFolder(runtime, service)
+    inbox = tmp_path / "scan"
+    inbox.mkdir()
+    (inbox / "0102031234_brev.png").write_bytes(scan_png("x"))  # refused: too many pixels
+    (inbox / "020304-5678.pdf").write_bytes(b"")  # refused: empty
+    await folder.look()
+    await folder.look()
+    logged = capsys.readouterr()
+    assert "scan refused" in logged.out + logged.err
+    for number in ("0102031234", "020304-5678"):
+        assert number not in logged.out + logged.err
