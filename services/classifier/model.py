@@ -120,10 +120,9 @@ class UnitRanker:
     example_group: np.ndarray  # item file of each labelled item
     weights: np.ndarray = field(default_factory=lambda: np.zeros(len(PAIR_FEATURES)))
     bias: float = 0.0
-    # Column indices of each unit's profile texts and examples (built once, see _groups).
-    text_groups: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
-    example_groups: np.ndarray = field(
-        default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
+    # Column indices of each unit's profile texts and examples (derived, see _groups).
+    text_groups: np.ndarray = field(init=False, repr=False)
+    example_groups: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         k = len(self.classes)
