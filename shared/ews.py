@@ -12,8 +12,6 @@ Importing this module imports exchangelib but connects nowhere; the first call c
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +34,7 @@ from exchangelib.services import CreateFolder
 from exchangelib.transport import BASIC, DIGEST, NOAUTH, NTLM, OAUTH2
 
 from shared.errors import ConfigurationError
+from shared.serial import SerialConnection
 from shared.tenant import MailboxConfig
 
 log = structlog.get_logger(__name__)
@@ -43,7 +42,7 @@ log = structlog.get_logger(__name__)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-class EwsConnection:
+class EwsConnection(SerialConnection):
     """The Account of one mailbox, made on first use and cached with the folders looked up.
 
     `pool` names the user of the connection (e.g. "ingest"): with the mailbox name it goes into
@@ -53,24 +52,13 @@ class EwsConnection:
     """
 
     def __init__(self, config: MailboxConfig, pool: str) -> None:
+        super().__init__()
         check(config)
         self.config = config
         self.name = config.name
         self._pool_key = f"{pool}:{config.name}"
         self._account: Account | None = None
         self._folders: dict[str, BaseFolder] = {}
-        # The asyncio lock keeps callers in order; the thread lock holds when a cancelled
-        # caller's thread is still running.
-        self._lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
-
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """`fn(*args)` in a worker thread, alone on this connection."""
-        async with self._lock:
-            return await asyncio.to_thread(self._locked, fn, *args)
-
-    async def close(self) -> None:
-        await self.call(self.drop)
 
     # --- in the worker thread ---------------------------------------------------------------
 
@@ -121,14 +109,6 @@ class EwsConnection:
                 protocol.close()
             except Exception:  # closing a broken connection may fail too
                 log.debug("ignored error while closing", exc_info=True)
-
-    def _locked(self, fn: Any, *args: Any) -> Any:
-        with self._thread_lock:
-            try:
-                return fn(*args)
-            except Exception:
-                self.drop()  # reconnect on the next call
-                raise
 
     def _credentials(self) -> tuple[Any, str]:
         cfg = self.config

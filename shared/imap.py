@@ -10,14 +10,13 @@ Making a connection connects nowhere (imapclient is imported on the first call).
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from shared.oauth import TokenSource
+from shared.serial import SerialConnection
 from shared.tenant import MailboxConfig
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ log = structlog.get_logger(__name__)
 TIMEOUT = 60.0
 
 
-class ImapConnection:
+class ImapConnection(SerialConnection):
     """The logged-in client of one mailbox, made on first use.
 
     `setup(client)` runs once per new connection after login (e.g. creating folders, selecting
@@ -37,24 +36,13 @@ class ImapConnection:
 
     def __init__(self, config: MailboxConfig,
                  setup: Callable[[IMAPClient], None] | None = None) -> None:
+        super().__init__()
         self.config = config
         self.name = config.name
         self.delimiter = "/"  # the server's hierarchy delimiter, known once connected
         self.client: IMAPClient | None = None
         self._setup = setup
         self._tokens = TokenSource(config.oauth()) if config.auth == "oauth2" else None
-        # The asyncio lock keeps callers in order; the thread lock still holds when a caller
-        # is cancelled while its thread runs on.
-        self._lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
-
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)` in a worker thread, alone on this connection."""
-        async with self._lock:
-            return await asyncio.to_thread(self._locked, fn, *args)
-
-    async def close(self) -> None:
-        await self.call(self.drop)
 
     # --- in the worker thread ---------------------------------------------------------------
 
@@ -84,14 +72,6 @@ class ImapConnection:
         client, self.client = self.client, None
         if client is not None:
             _quietly(client.logout)
-
-    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
-        with self._thread_lock:
-            try:
-                return fn(*args)
-            except Exception:
-                self.drop()  # a broken connection is reopened on the next call
-                raise
 
     def _login(self, client: IMAPClient) -> None:
         cfg = self.config
