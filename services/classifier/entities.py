@@ -18,7 +18,7 @@ from functools import lru_cache
 from shared.contracts import Entity
 from shared.personal import cpr_digest
 
-from .lemmas import lemma, tokens, words
+from .lemmas import lemma, tokens, word_spans, words
 from .signals import sender_signals
 
 _LETTERS = "A-Za-zÆØÅæøå"
@@ -313,9 +313,6 @@ def _shape(table: _Table) -> tuple[int, frozenset[str]]:
     return hit[1], hit[2]
 
 
-_PHRASE_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
-
-
 def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source: str = "body",
             ) -> Iterator[Entity]:
     """Phrases of the table (department names, synonyms, rule phrases) found on lemmas."""
@@ -331,9 +328,7 @@ def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source:
         for n in range(min(longest, len(lems) - i), 0, -1):
             hit = table.get(tuple(lems[i:i + n]))
             if hit is not None:
-                # The words were found in the lower-cased text: find their spans there (the
-                # same as in `text` unless lower-casing changed a length, e.g. "İ").
-                spans = spans or [m.span() for m in _PHRASE_WORD.finditer(text.lower())]
+                spans = spans or word_spans(text)
                 yield Entity(kind=hit[0], value=hit[1], start=spans[i][0],
                              end=spans[i + n - 1][1], source=source)
                 break

@@ -52,6 +52,12 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Where the words of `words(text)` stand. They are found in the lower-cased text, so the
+    spans are those in `text` unless lower-casing changed a length (e.g. "İ")."""
+    return [m.span() for m in _WORD.finditer(text.lower())]
+
+
 def lemmas(text: str) -> list[str]:
     """The lemmas of the words of `text`, in order."""
     return [lemma(w) for w in words(text)]
