@@ -10,28 +10,55 @@ fitted vocabulary and idf weights, for vectorisers set up the way this package s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-_ANALYZERS: dict[int, tuple[TfidfVectorizer, Callable[[str], Any]]] = {}
+_COLUMNS: dict[int, tuple[TfidfVectorizer, dict[str, int], Callable[[str], list[int]]]] = {}
+# Words whose columns are kept per vectoriser. Mail repeats the same few thousand words (the
+# character vectoriser reads lemmas), so a dict hit replaces generating a word's n-grams and
+# looking each up; the bound keeps a stream of new words (names, typos) from growing memory
+# without limit: at about 0.5 KB a word, 20,000 words are some 10 MB.
+WORD_CACHE_SIZE = 20_000
 
 
-def _analyzer(vec: TfidfVectorizer) -> Callable[[str], Any]:
-    # Built once per vectoriser (kept with it, so a reused id of a freed one cannot match).
-    hit = _ANALYZERS.get(id(vec))
-    if hit is None or hit[0] is not vec:
+def _columns(vec: TfidfVectorizer) -> Callable[[str], list[int]]:
+    """doc -> the vocabulary columns of its tokens, in token order (unknown tokens left out).
+    Built once per vectoriser (kept with it and its vocabulary, so neither a reused id of a
+    freed one nor a refitted one can match)."""
+    hit = _COLUMNS.get(id(vec))
+    if hit is None or hit[0] is not vec or hit[1] is not vec.vocabulary_:
         plain = (vec.lowercase and vec.preprocessor is None and vec.strip_accents is None
                  and vec.input == "content")
+        get = vec.vocabulary_.get
         if vec.analyzer == "char_wb" and plain:
-            low, high = vec.ngram_range
-            hit = (vec, lambda doc: _char_wb(doc, low, high))
+            hit = (vec, vec.vocabulary_, _char_wb_columns(get, *vec.ngram_range))
         else:
-            hit = (vec, vec.build_analyzer())
-        _ANALYZERS[id(vec)] = hit
-    return hit[1]
+            analyze = vec.build_analyzer()
+            hit = (vec, vec.vocabulary_,
+                   lambda doc: [j for j in map(get, analyze(doc)) if j is not None])
+        _COLUMNS[id(vec)] = hit
+    return hit[2]
+
+
+def _char_wb_columns(get: Callable[[str], int | None], low: int, high: int,
+                     ) -> Callable[[str], list[int]]:
+    known: dict[str, tuple[int, ...]] = {}
+
+    def columns(doc: str) -> list[int]:
+        out: list[int] = []
+        for word in doc.lower().split():
+            cols = known.get(word)
+            if cols is None:
+                if len(known) >= WORD_CACHE_SIZE:
+                    known.clear()
+                cols = known[word] = tuple(
+                    j for j in map(get, _char_wb(word, low, high)) if j is not None)
+            out += cols
+        return out
+
+    return columns
 
 
 def _char_wb(doc: str, low: int, high: int) -> list[str]:
@@ -69,14 +96,12 @@ def transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
 def _transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
     if vec.norm != "l2" or not vec.use_idf or vec.binary:
         return sp.csr_matrix(vec.transform(docs))  # a set-up this fast path does not cover
-    analyze = _analyzer(vec)
+    columns = _columns(vec)
     vocabulary: dict[str, int] = vec.vocabulary_
     indptr = [0]
     indices: list[int] = []
-    get = vocabulary.get
     for doc in docs:
-        # Look-ups in C (map); duplicates are summed by scipy below.
-        indices.extend([j for j in map(get, analyze(doc)) if j is not None])
+        indices += columns(doc)  # duplicates are summed by scipy below
         indptr.append(len(indices))
     counts = sp.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int32),
                             np.asarray(indptr, dtype=np.int32)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from services.classifier.vectors import transform
@@ -33,3 +34,21 @@ def test_character_n_grams_are_scikit_learns() -> None:
         vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(low, high))
         for doc in NEW:
             assert _char_wb(doc, low, high) == vec.build_analyzer()(doc)
+
+
+def test_word_cache_keeps_results_exact_when_full_and_after_refitting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.classifier import vectors
+
+    monkeypatch.setattr(vectors, "WORD_CACHE_SIZE", 3)  # cleared several times per call
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+    vec.fit(TRAIN)
+    first = vectors.transform(vec, NEW)
+    vectors._LAST.clear()
+    again = vectors.transform(vec, NEW)  # words cached by the first call
+    assert again is not first and (again != first).nnz == 0
+    np.testing.assert_allclose(again.toarray(), vec.transform(NEW).toarray(), rtol=1e-6)
+    vec.fit(NEW)  # the same object with another vocabulary: its cached columns are stale
+    vectors._LAST.clear()
+    np.testing.assert_allclose(vectors.transform(vec, TRAIN).toarray(),
+                               vec.transform(TRAIN).toarray(), rtol=1e-6)
