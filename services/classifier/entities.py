@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
+from typing import Any
 
 from shared.contracts import Entity
 from shared.personal import cpr_digest
@@ -113,9 +114,10 @@ class Knowledge:
         object.__setattr__(self, "_by_serial", serial)
         object.__setattr__(self, "_by_plate", plate)
         if named:
-            # A lookahead finds overlapping names too; longer names are tried first.
-            alternatives = "|".join(re.escape(n) for n in sorted(named, key=len, reverse=True))
-            object.__setattr__(self, "_names", re.compile(rf"(?<!\w)(?=({alternatives})(?!\w))"))
+            # A lookahead finds overlapping names too; the longest name that ends at a word
+            # boundary is taken at each position.
+            object.__setattr__(self, "_names", re.compile(
+                rf"(?<!\w)(?=({_longest_first(named)})(?!\w))"))
 
     def confirm_case(self, candidate: str) -> str | None:
         """The register's case number for `candidate`, when the register confirms it: the
@@ -161,6 +163,28 @@ class Knowledge:
         best = max(s for s, _ in scored)
         hits = [n for s, n in scored if s == best]
         return hits[0] if len(hits) == 1 else None
+
+
+def _longest_first(names: Iterable[str]) -> str:
+    """An alternation of `names` that, like "a|b|..." with the longest names first, takes the
+    longest name a text has at a position, factored on common prefixes ("birkevej (?:50|5)"):
+    a position then costs the length of a name, not a test of every name of the register."""
+    trie: dict[str, dict[str, Any]] = {}
+    for name in names:
+        node = trie
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a name ends here
+
+    def branch(node: dict[str, Any]) -> str:
+        longer = [re.escape(char) + branch(rest) for char, rest in node.items() if char]
+        if not longer:
+            return ""
+        if "" in node:  # the longer names first, then the one ending here (backtracking)
+            return "(?:" + "|".join(longer) + "|)"
+        return longer[0] if len(longer) == 1 else "(?:" + "|".join(longer) + ")"
+
+    return branch(trie)
 
 
 def _names_clerk(text: str, lowered: str, clerk: str) -> bool:

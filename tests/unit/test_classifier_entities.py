@@ -193,3 +193,20 @@ def test_an_authoritys_no_reply_address_is_not_a_newsletter() -> None:
                          knowledge=KNOW), "newsletter") == []
     assert kinds(extract("Nyt fra os", "Læs mere", sender="noreply@shop.dk", knowledge=KNOW),
                  "newsletter") == ["true"]
+
+
+def test_register_names_pattern_takes_the_longest_name_that_ends_a_word() -> None:
+    import re
+
+    from services.classifier.entities import _longest_first
+
+    names = ["birkevej 5", "birkevej 50", "birkevej", "ib", "ib møller", "møller", "a/s", "a"]
+    plain = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    text = ("birkevej 50, birkevej 5a, birkevej 500 og birkevej. ib møllers a/s, "
+            "ib møller a/s ibx a")
+    found = [(m.start(), m.group(1)) for m in re.finditer(
+        rf"(?<!\w)(?=({_longest_first(names)})(?!\w))", text)]
+    assert found == [(m.start(), m.group(1)) for m in re.finditer(
+        rf"(?<!\w)(?=({plain})(?!\w))", text)]
+    assert found[:3] == [(0, "birkevej 50"), (13, "birkevej"), (26, "birkevej")]
+    assert (text.index("ib møller a/s"), "ib møller") in found
