@@ -29,17 +29,25 @@ ESDH_PATTERNS: tuple[tuple[str, str], ...] = (
     ("getorganized", r"\b[A-ZÆØÅ]{2,5}-\d{4}-\d{6}\b"),
     ("nova", r"\bS\d{4}-\d{4,6}\b"),
 )
+# A text each of these formats needs (a cheap search that finds nothing in most mail spares
+# the pattern's own scan, which tests a word boundary at every character).
+_ESDH_HINTS = {re.compile(rx): re.compile(hint) for rx, hint in zip(
+    (rx for _, rx in ESDH_PATTERNS), (r"-[A-ZÆØÅ]\d", r"-\d{4}-", r"S\d{4}-"), strict=True)}
 # What citizens write: "sagsnr. 131-25", "j.nr. 2024-123", "jeres ref.: 05.09.04-131-25".
 _LOOSE_CASE = re.compile(
     r"\b(?:sags?(?:nr|nummer)?|j\.?\s?nr|journal(?:nr|nummer)|(?:jeres|vores|deres|din)\s+ref"
     r"(?:erence)?|ref(?:\.|erence)?(?:nr)?)\.?\s*:?\s*(?:nr\.?\s*)?"
     r"([A-ZÆØÅ0-9][A-ZÆØÅ0-9.\-/]*\d)", re.IGNORECASE)
 _LOOSE_WORDS = ("sag", "j.", "jnr", "j nr", "journal", "ref")
-_CPR = re.compile(r"(?<![\d-])(\d{2})(\d{2})(\d{2})-?(\d{4})(?![\d-])")
+# The "not after a digit or hyphen" test follows the first digit ((?<![\d-])\d\d as
+# \d(?<![\d-]\d)\d, the same matches): a pattern that begins with a digit lets the regex engine
+# skip to the next digit instead of trying the look-behind at every character (3x faster).
+_CPR = re.compile(r"(\d(?<![\d-]\d)\d)(\d{2})(\d{2})-?(\d{4})(?![\d-])")
 _CVR = re.compile(r"(?<![\d-])(?:cvr[.\s-]*(?:nr\.?|nummer)?\s*:?\s*)(\d{2} ?\d{2} ?\d{2} ?\d{2})"
                   r"(?![\d-])", re.IGNORECASE)
 _CVR_WEIGHTS = (2, 7, 6, 5, 4, 3, 2, 1)
-_KLE = re.compile(r"(?<![\d.\-])(\d{2})(?:\.(\d{2}))?(?:\.(\d{2}))?(?:[ -]([A-ZÆØÅ]\d{2}))?"
+# The look-behind after the first digit as in _CPR.
+_KLE = re.compile(r"(\d(?<![\d.\-]\d)\d)(?:\.(\d{2}))?(?:\.(\d{2}))?(?:[ -]([A-ZÆØÅ]\d{2}))?"
                   r"(?![\d.]\d|-\d)")
 _KLE_CONTEXT = re.compile(r"\bkle\b|emne(?:nr|nummer)", re.IGNORECASE)
 
@@ -244,6 +252,9 @@ def case_numbers(text: str, source: str = "body", knowledge: Knowledge | None = 
     k = knowledge or Knowledge()
     seen: set[tuple[int, int]] = set()
     for system, pattern in k.case_patterns:
+        hint = _ESDH_HINTS.get(pattern)
+        if hint is not None and not hint.search(text):
+            continue
         for m in pattern.finditer(text):
             seen.add(m.span())
             yield _case(m.group(), m.start(), m.end(), f"{source}:{system}", knowledge)
@@ -299,6 +310,8 @@ def valid_cvr(digits: str) -> bool:
 
 def cvr_numbers(text: str, source: str = "body") -> Iterator[Entity]:
     """CVR numbers named as such ("CVR 12345678", "cvr-nr.: 1234 5678") that pass modulus 11."""
+    if "cvr" not in text.lower():
+        return  # spares the case-blind scan (no other letters match c, v, r case-blind)
     for m in _CVR.finditer(text):
         digits = m.group(1).replace(" ", "")
         if valid_cvr(digits):

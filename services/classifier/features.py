@@ -17,7 +17,7 @@ from shared.contracts import Entity
 
 from .document import Document
 from .glossary import danish
-from .lemmas import is_danish, lemmas, words
+from .lemmas import is_danish, lemma, lemmas, words
 from .parts import split_body
 
 _FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
@@ -77,8 +77,8 @@ def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
            cases: Mapping[str, tuple[str | None, str | None]]) -> Inputs:
     parts = split_body(doc.body)
     own = "\n".join((doc.subject, parts.own, *doc.attachments))
-    found = lemmas(own)
     words_ = words(own)
+    found = list(map(lemma, words_))  # lemmas(own), without finding the words twice
     # A letter mostly in another language gets the Danish words of its meaning too
     # (glossary.py); Danish mail keeps its own words only.
     if words_ and sum(map(is_danish, words_)) < 0.5 * len(words_):

@@ -62,6 +62,13 @@ def _lookalike(domain: str, own_domains: frozenset[str]) -> bool:
     return False
 
 
+def _unsubscribes(text: str) -> bool:
+    # "afmeld"/"frameld" hold "meld", "unsubscribe" holds "cr" (letters no other character
+    # matches case-blind, unlike s and i): the scan only when one of them is there.
+    lowered = text.lower()
+    return ("meld" in lowered or "cr" in lowered) and _UNSUBSCRIBE.search(text) is not None
+
+
 def sender_signals(subject: str, body: str, sender: str, *, auto_submitted: bool = False,
                    headers: Mapping[str, str], own_domains: frozenset[str]) -> Iterator[Entity]:
     address = sender.strip().lower()
@@ -95,6 +102,6 @@ def sender_signals(subject: str, body: str, sender: str, *, auto_submitted: bool
     # Danmark asking an employer for data); only its list headers make it a newsletter.
     authority = domain in AUTHORITY_DOMAINS or domain.endswith(".kommune.dk")
     if ((_NOREPLY_LOCAL.search(local) and not authority) or "list-unsubscribe" in headers
-            or precedence in {"bulk", "list"} or _UNSUBSCRIBE.search(body[-2000:])):
+            or precedence in {"bulk", "list"} or _unsubscribes(body[-2000:])):
         yield Entity(kind="newsletter", value="true", source="sender")
 
