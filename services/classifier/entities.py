@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
+from itertools import compress
 from typing import Any
 
 from shared.contracts import Entity
@@ -359,9 +360,8 @@ def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source:
     # Lemmas of the words first; match objects only when a phrase is found.
     lems = tokens(text)[1]
     spans: list[tuple[int, int]] = []
-    for i in range(len(lems)):
-        if lems[i] not in firsts:
-            continue  # no phrase starts with this word
+    # Only where a phrase can start (the words picked in C, not in a Python loop).
+    for i in compress(range(len(lems)), map(firsts.__contains__, lems)):
         for n in range(min(longest, len(lems) - i), 0, -1):
             hit = table.get(tuple(lems[i:i + n]))
             if hit is not None:
@@ -378,12 +378,15 @@ def _keyword(lemma_: str) -> Entity:
     return Entity(kind="keyword", value=lemma_, source="text")
 
 
+_AT_LEAST_3 = (2).__lt__  # n -> 2 < n, called from C
+
+
 def keywords(*texts: str, limit: int = 300) -> list[str]:
     """The distinct lemmas of the texts (words of three letters or more), sorted."""
     found: set[str] = set()
     for t in texts:
         ws, ls = tokens(t)
-        found.update(lem for w, lem in zip(ws, ls, strict=True) if len(w) >= 3)
+        found.update(compress(ls, map(_AT_LEAST_3, map(len, ws))))
     return sorted(found)[:limit]
 
 
@@ -405,18 +408,18 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
     found += sender_signals(subject, body, sender, auto_submitted=auto_submitted,
                             headers=headers or {},
                             own_domains=k.own_domains if k else frozenset())
-    found += map(_keyword, keywords(subject, body, limit=max_keywords))
     # A clerk looks a writer's matter up in the register; mail no person wrote (newsletters,
     # notifications, automatic replies) names no matter of its own, however many a case
     # title's words it repeats.
     automatic = {"newsletter", "commercial", "auto_reply", "delivery_report", "read_receipt"}
+    registered: Entity | None = None
     if (k is not None and k.register and not any(e.kind == "case_number" for e in found)
             and not any(e.kind in automatic for e in found)):
         plates = frozenset(e.value for e in found if e.kind == "licence_plate")
         serials = frozenset(m.group(1) for t in (subject, body) for m in _BARE_SERIAL.finditer(t))
         hit = k.search(f"{subject}\n{body}", sender_name, plates, serials)
         if hit is not None:
-            found.append(Entity(kind="case_number", value=hit, source="register"))
+            registered = Entity(kind="case_number", value=hit, source="register")
     # Two people born on the same day share a masked CPR value: their fingerprints tell them apart.
     seen: set[tuple[str, str, str | None]] = set()
     unique = []
@@ -424,4 +427,12 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
         if (e.kind, e.value, e.digest) not in seen:
             seen.add((e.kind, e.value, e.digest))
             unique.append(e)
+    # The keywords (most of an item's entities) come after these, distinct among themselves:
+    # only a phrase of kind "keyword" can repeat one, so they are checked only then.
+    named: Iterable[Entity] = map(_keyword, keywords(subject, body, limit=max_keywords))
+    if any(e.kind == "keyword" for e in unique):
+        named = (e for e in named if ("keyword", e.value, None) not in seen)
+    unique += named
+    if registered is not None and ("case_number", registered.value, None) not in seen:
+        unique.append(registered)
     return tuple(unique)
