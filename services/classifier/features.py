@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter
 
 from shared.contracts import Entity
 
@@ -20,6 +22,8 @@ from .glossary import danish
 from .lemmas import is_danish, lemma, lemmas, words
 from .parts import split_body
 
+_KIND = attrgetter("kind")
+_NAMING = frozenset({"sender_kind", "department", "case_number", "kle"})
 _FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
           "delivery_report", "read_receipt", "newsletter", "commercial")
 
@@ -51,9 +55,10 @@ class UnitIndex:
 def entity_tokens(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
                   cases: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
     tokens = [f"channel_{doc.channel}"]
-    kinds = {e.kind for e in entities}
+    kinds = set(map(_KIND, entities))
     tokens += [f"has_{k}" for k in _FLAGS if k in kinds]
-    for e in entities:
+    # Most entities are keywords, which give no token: the loop sees only the kinds that do.
+    for e in compress(entities, map(_NAMING.__contains__, map(_KIND, entities))):
         if e.kind == "sender_kind":
             tokens.append(f"sender_{e.value}")
         elif e.kind == "department":
