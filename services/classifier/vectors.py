@@ -10,6 +10,7 @@ fitted vocabulary and idf weights, for vectorisers set up the way this package s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,7 +25,8 @@ WORD_CACHE_SIZE = 20_000
 
 
 def _columns(vec: TfidfVectorizer) -> Callable[[str], list[int]]:
-    """doc -> the vocabulary columns of its tokens, in token order (unknown tokens left out).
+    """doc -> the vocabulary columns of its tokens, in token order (an unknown token is -1 or
+    left out).
     Built once per vectoriser (kept with it and its vocabulary, so neither a reused id of a
     freed one nor a refitted one can match)."""
     hit = _COLUMNS.get(id(vec))
@@ -36,13 +38,13 @@ def _columns(vec: TfidfVectorizer) -> Callable[[str], list[int]]:
             hit = (vec, vec.vocabulary_, _char_wb_columns(get, *vec.ngram_range))
         else:
             analyze = vec.build_analyzer()
-            hit = (vec, vec.vocabulary_,
-                   lambda doc: [j for j in map(get, analyze(doc)) if j is not None])
+            hit = (vec, vec.vocabulary_,  # look-ups in C (map); -1s are dropped in numpy
+                   lambda doc: list(map(get, analyze(doc), repeat(-1))))
         _COLUMNS[id(vec)] = hit
     return hit[2]
 
 
-def _char_wb_columns(get: Callable[[str], int | None], low: int, high: int,
+def _char_wb_columns(get: Callable[[str, int], int], low: int, high: int,
                      ) -> Callable[[str], list[int]]:
     known: dict[str, tuple[int, ...]] = {}
 
@@ -54,7 +56,7 @@ def _char_wb_columns(get: Callable[[str], int | None], low: int, high: int,
                 if len(known) >= WORD_CACHE_SIZE:
                     known.clear()
                 cols = known[word] = tuple(
-                    j for j in map(get, _char_wb(word, low, high)) if j is not None)
+                    j for j in map(get, _char_wb(word, low, high), repeat(-1)) if j >= 0)
             out += cols
         return out
 
@@ -97,26 +99,29 @@ def _transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
     if vec.norm != "l2" or not vec.use_idf or vec.binary:
         return sp.csr_matrix(vec.transform(docs))  # a set-up this fast path does not cover
     columns = _columns(vec)
-    vocabulary: dict[str, int] = vec.vocabulary_
-    indptr = [0]
+    n, width = len(docs), len(vec.vocabulary_)
     indices: list[int] = []
+    lengths: list[int] = []
     for doc in docs:
-        indices += columns(doc)  # duplicates are summed by scipy below
-        indptr.append(len(indices))
-    counts = sp.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int32),
-                            np.asarray(indptr, dtype=np.int32)),
-                           shape=(len(docs), len(vocabulary)))
-    counts.sum_duplicates()  # sorts each row's columns and adds up repeated tokens
-    values = counts.data
+        found = columns(doc)
+        indices += found
+        lengths.append(len(found))
+    cols = np.asarray(indices, dtype=np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    known = cols >= 0
+    # One key per (row, column), sorted, with how often it occurs: each row's columns in order
+    # and repeated tokens added up, as scipy's sum_duplicates would.
+    keys, counts = np.unique(owner[known] * width + cols[known], return_counts=True)
+    owner = keys // width
+    cols = keys - owner * width
+    values = counts.astype(np.float64)
     if vec.sublinear_tf:
         values = np.log(values) + 1.0
-    cols = counts.indices
     values *= vec.idf_[cols]
-    rows = counts.indptr
-    lengths = np.diff(rows)
-    owner = np.repeat(np.arange(len(docs)), lengths)
-    norms = np.sqrt(np.bincount(owner, weights=values * values, minlength=len(docs)))
+    norms = np.sqrt(np.bincount(owner, weights=values * values, minlength=n))
     norms[norms == 0] = 1.0
     values /= norms[owner]
-    return sp.csr_matrix((values.astype(vec.dtype), cols, rows),
-                         shape=(len(docs), len(vocabulary)))
+    rows = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(owner, minlength=n), out=rows[1:])
+    return sp.csr_matrix((values.astype(vec.dtype), cols.astype(np.int32), rows),
+                         shape=(n, width))
