@@ -60,7 +60,7 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 
 def lemmas(text: str) -> list[str]:
     """The lemmas of the words of `text`, in order."""
-    return [lemma(w) for w in words(text)]
+    return list(map(lemma, words(text)))
 
 
 
