@@ -25,6 +25,10 @@ from .signals import sender_signals
 
 _LETTERS = "A-Za-zÆØÅæøå"
 _PLATE = re.compile(rf"(?<![\w-])([{_LETTERS}]{{2}})[ -]?(\d{{2}})[ -]?(\d{{3}})(?![\w-])")
+# What every plate holds, found from its first digit (a pattern that begins with a digit is
+# searched fast): few texts have it, and only those are scanned with _PLATE.
+_PLATE_HINT = re.compile(
+    rf"\d(?:(?<=[{_LETTERS}]{{2}}\d)|(?<=[{_LETTERS}]{{2}}[ -]\d))\d[ -]?\d{{3}}")
 ESDH_PATTERNS: tuple[tuple[str, str], ...] = (
     ("sbsys", r"\b\d{2}\.\d{2}\.\d{2}-[A-ZÆØÅ]\d{2}-\d{1,6}-\d{2}\b"),
     ("getorganized", r"\b[A-ZÆØÅ]{2,5}-\d{4}-\d{6}\b"),
@@ -40,6 +44,7 @@ _LOOSE_CASE = re.compile(
     r"(?:erence)?|ref(?:\.|erence)?(?:nr)?)\.?\s*:?\s*(?:nr\.?\s*)?"
     r"([A-ZÆØÅ0-9][A-ZÆØÅ0-9.\-/]*\d)", re.IGNORECASE)
 _LOOSE_WORDS = ("sag", "j.", "jnr", "j nr", "journal", "ref")
+_DASH_DIGIT = re.compile(r"[-/]\d")
 # The "not after a digit or hyphen" test follows the first digit ((?<![\d-])\d\d as
 # \d(?<![\d-]\d)\d, the same matches): a pattern that begins with a digit lets the regex engine
 # skip to the next digit instead of trying the look-behind at every character (3x faster).
@@ -238,6 +243,8 @@ def compile_phrases(entries: Iterable[tuple[str, str, str]],
 
 
 def licence_plates(text: str, source: str = "body") -> Iterator[Entity]:
+    if not _PLATE_HINT.search(text):
+        return
     for m in _PLATE.finditer(text):
         letters, a, b = m.groups()
         yield Entity(kind="licence_plate", value=f"{letters.upper()}{a}{b}", start=m.start(),
@@ -260,8 +267,10 @@ def case_numbers(text: str, source: str = "body", knowledge: Knowledge | None = 
             seen.add(m.span())
             yield _case(m.group(), m.start(), m.end(), f"{source}:{system}", knowledge)
     lowered = text.lower()
-    if not any(word in lowered for word in _LOOSE_WORDS):
-        return  # the loose pattern's words are missing: skip its slow case-blind scan
+    if not any(word in lowered for word in _LOOSE_WORDS) or not _DASH_DIGIT.search(text):
+        # The loose pattern's words are missing, or the "-" or "/" before a digit that a
+        # number must hold (below): skip its slow case-blind scan.
+        return
     for m in _LOOSE_CASE.finditer(text):
         start, end = m.span(1)
         if any(s <= start < e for s, e in seen) or not re.search(r"\d.*[-/]\d", m.group(1)):
