@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from itertools import compress
+from itertools import compress, islice
 from typing import Any
 
 from shared.contracts import Entity
@@ -368,13 +368,15 @@ def phrases(text: str, table: Mapping[tuple[str, ...], tuple[str, str]], source:
     longest, firsts = _shape(table)
     # Lemmas of the words first; match objects only when a phrase is found.
     lems = tokens(text)[1]
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []  # of the words up to the last phrase found so far
+    more: Iterator[tuple[int, int]] | None = None
     # Only where a phrase can start (the words picked in C, not in a Python loop).
     for i in compress(range(len(lems)), map(firsts.__contains__, lems)):
         for n in range(min(longest, len(lems) - i), 0, -1):
             hit = table.get(tuple(lems[i:i + n]))
             if hit is not None:
-                spans = spans or word_spans(text)
+                more = more or word_spans(text)
+                spans += islice(more, max(0, i + n - len(spans)))
                 yield Entity(kind=hit[0], value=hit[1], start=spans[i][0],
                              end=spans[i + n - 1][1], source=source)
                 break

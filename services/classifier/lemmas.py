@@ -8,7 +8,7 @@ the same few thousand forms make up most municipal mail.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache, lru_cache
 from typing import Any
 
@@ -52,10 +52,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """Where the words of `words(text)` stand. They are found in the lower-cased text, so the
+def word_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where the words of `words(text)` stand, in order, found as they are read (a caller that
+    needs the first few does not scan the rest). They are found in the lower-cased text, so the
     spans are those in `text` unless lower-casing changed a length (e.g. "İ")."""
-    return [m.span() for m in _WORD.finditer(text.lower())]
+    return map(re.Match.span, _WORD.finditer(text.lower()))
 
 
 def lemmas(text: str) -> list[str]:

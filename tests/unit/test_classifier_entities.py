@@ -210,3 +210,14 @@ def test_register_names_pattern_takes_the_longest_name_that_ends_a_word() -> Non
         rf"(?<!\w)(?=({plain})(?!\w))", text)]
     assert found[:3] == [(0, "birkevej 50"), (13, "birkevej"), (26, "birkevej")]
     assert (text.index("ib møller a/s"), "ib møller") in found
+
+
+def test_phrases_inside_an_earlier_phrase_have_their_own_positions() -> None:
+    from services.classifier.entities import phrases
+
+    table = compile_phrases([("Parkering og Trafik", "department", "parkering"),
+                             ("trafik", "department", "trafik")])
+    text = "Til Parkering og Trafik, om trafik"
+    found = [(e.value, text[e.start:e.end]) for e in phrases(text, table)]
+    assert found == [("parkering", "Parkering og Trafik"), ("trafik", "Trafik"),
+                     ("trafik", "trafik")]
