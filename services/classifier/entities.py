@@ -332,13 +332,16 @@ def kle_numbers(text: str, source: str = "body", plan: frozenset[str] | None = N
                 ) -> Iterator[Entity]:
     """KLE numbers: NN.NN.NN or NN.NN anywhere, a bare NN only after "KLE"; with a plan loaded
     only numbers the plan has count. A handlingsfacet (G01, K07, ...) is kept with the number."""
+    # A bare NN, and an NN.NN ("12.30" is a time or an amount far more often than a KLE group),
+    # need "KLE" or "emnenr" just before. A text without those words anywhere spares the search
+    # per number (casefold, as "K", the Kelvin sign, is a k to the case-blind pattern).
+    folded = text.casefold()
+    named = "kle" in folded or "emne" in folded
     for m in _KLE.finditer(text):
         main, group, topic, facet = m.groups()
-        if group is None and not _KLE_CONTEXT.search(text, max(0, m.start() - 12), m.start()):
+        if (group is None or topic is None and facet is None) and not (
+                named and _KLE_CONTEXT.search(text, max(0, m.start() - 12), m.start())):
             continue
-        if group is not None and topic is None and facet is None and not _KLE_CONTEXT.search(
-                text, max(0, m.start() - 12), m.start()):
-            continue  # "12.30" is a time or an amount far more often than a KLE group
         code = ".".join(p for p in (main, group, topic) if p is not None)
         if plan is not None and code not in plan:
             continue

@@ -221,3 +221,10 @@ def test_phrases_inside_an_earlier_phrase_have_their_own_positions() -> None:
     found = [(e.value, text[e.start:e.end]) for e in phrases(text, table)]
     assert found == [("parkering", "Parkering og Trafik"), ("trafik", "Trafik"),
                      ("trafik", "trafik")]
+
+
+def test_kle_context_is_case_blind_as_the_pattern_is() -> None:
+    # "\u212a" (the Kelvin sign) is a k to a case-blind pattern; "12.30" alone is no KLE group.
+    assert kinds(extract("", "\u212aLE 05.09 og Emnenr 05", knowledge=KNOW), "kle") == ["05.09",
+                                                                                      "05"]
+    assert kinds(extract("", "mødet kl. 05.09", knowledge=KNOW), "kle") == []
