@@ -44,38 +44,44 @@ def _columns(vec: TfidfVectorizer) -> Callable[[str], list[int]]:
     return hit[2]
 
 
-def _char_wb_columns(get: Callable[[str, int], int], low: int, high: int,
+def _char_wb_columns(get: Callable[[str], int | None], low: int, high: int,
                      ) -> Callable[[str], list[int]]:
     known: dict[str, tuple[int, ...]] = {}
+
+    def learn(word: str) -> tuple[int, ...]:
+        if len(known) >= WORD_CACHE_SIZE:
+            known.clear()
+        grams = _padded_grams(f" {word} ", low, high)
+        cols = known[word] = tuple([j for j in map(get, grams) if j is not None])
+        return cols
 
     def columns(doc: str) -> list[int]:
         out: list[int] = []
         for word in doc.lower().split():
             cols = known.get(word)
-            if cols is None:
-                if len(known) >= WORD_CACHE_SIZE:
-                    known.clear()
-                cols = known[word] = tuple(
-                    j for j in map(get, _char_wb(word, low, high), repeat(-1)) if j >= 0)
-            out += cols
+            out += learn(word) if cols is None else cols
         return out
 
     return columns
 
 
 def _char_wb(doc: str, low: int, high: int) -> list[str]:
-    """scikit-learn's `char_wb` n-grams (lower-cased, each word padded with a space), with a
-    list comprehension per word instead of an append per n-gram."""
+    """scikit-learn's `char_wb` n-grams (lower-cased, each word padded with a space)."""
     out: list[str] = []
     for word in doc.lower().split():
-        w = f" {word} "
-        size = len(w)
-        for n in range(low, high + 1):
-            if size <= n:  # a short word counts once, as a whole
-                out.append(w)
-                break
-            out += [w[i:i + n] for i in range(size - n + 1)]
+        out += _padded_grams(f" {word} ", low, high)
     return out
+
+
+def _padded_grams(w: str, low: int, high: int) -> list[str]:
+    # A list comprehension per n instead of an append per n-gram.
+    grams: list[str] = []
+    for n in range(low, high + 1):
+        if len(w) <= n:  # a short word counts once, as a whole
+            grams.append(w)
+            break
+        grams += [w[i:i + n] for i in range(len(w) - n + 1)]
+    return grams
 
 
 _LAST: dict[tuple[int, tuple[str, ...]], tuple[TfidfVectorizer, sp.csr_matrix]] = {}
