@@ -24,7 +24,8 @@ from .entities import (
     licence_plates,
     title_marks,
 )
-from .kle import KlePlan
+from .kle import KleEntry, KlePlan
+from .vocabulary import Vocabulary
 
 NOT_RELEVANT = "ikke-relevant"
 
@@ -113,21 +114,38 @@ def strip_party(title: str, party: str | None) -> str:
     return title.replace(party, " ") if party else title
 
 
-def unit_profiles(tenant: Tenant, plan: KlePlan | None) -> list[UnitProfile]:
+def unit_profiles(tenant: Tenant, plan: KlePlan | None,
+                  vocabulary: Vocabulary | None = None) -> list[UnitProfile]:
+    """Per unit: its name, one text per KLE group it owns, one per topic, its case titles and
+    its forms. A KLE group or topic is described by the vocabulary's everyday words where it
+    has them, else by the plan's title and guidance. (KL's texts are written for filing, not
+    in the words of the mail: with the vocabulary, adding them lowered the share of items
+    whose unit ranked first from 80% to 77% in the cross-validation by item file.)"""
+    vocab = vocabulary or {}
     profiles = []
     for unit in tenant.units.values():
         texts = [" ".join((unit.name, *unit.synonyms))]
+
+        def own(code: str, unit_id: str = unit.id) -> bool:
+            return owner_of_kle(tenant, code) == unit_id
+
         for prefix in unit.kle:
-            if plan is None:
-                continue
-            entries = [e for e in plan.under(prefix) if owner_of_kle(tenant, e.code) == unit.id]
-            for group in sorted({e.group for e in entries if len(e.code) >= 5}):
-                texts.append(" ".join(f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"
-                                      for e in entries if e.group == group))
-            texts += [f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"
-                      for e in entries if len(e.code) == 8]
+            entries = [e for e in (plan.under(prefix) if plan else []) if own(e.code)]
+            words = {k: w for k, w in vocab.items()
+                     if (k == prefix or k.startswith(prefix + ".")) and own(k)}
+            for group in sorted({e.group for e in entries if len(e.code) >= 5}
+                                | {k[:5] for k in words}):
+                texts.append(" ".join(words[group]) if group in words else " ".join(
+                    _describe(e) for e in entries if e.group == group))
+            texts += [_describe(e) for e in entries
+                      if len(e.code) == 8 and e.group not in words and e.code not in words]
+            texts += [" ".join(w) for k, w in words.items() if len(k) == 8]
         texts += [strip_party(c.title, c.party) for c in tenant.cases.values()
                   if c.unit == unit.id]
         texts += [f.title for f in tenant.forms.values() if f.route == unit.id]
         profiles.append(UnitProfile(unit.id, tuple(t for t in texts if t.strip()), unit.kle))
     return profiles
+
+
+def _describe(e: KleEntry) -> str:
+    return f"{e.title}. {e.guidance[:300]} {' '.join(e.keywords)}"

@@ -19,6 +19,7 @@ from .kle import KlePlan
 from .kle_model import KlePredictor
 from .knowledge import build_knowledge, load_plan, unit_profiles
 from .model import ModelPrediction, RoutingModel
+from .vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Classifier:
         return [self.inputs(i.document, self.entities(i.document)) for i in items]
 
 
-def profile_examples(tenant: Tenant, plan: KlePlan | None) -> list[tuple[Inputs, str]]:
-    return [(profile_inputs(t, p.unit), p.unit) for p in unit_profiles(tenant, plan)
+def profile_examples(tenant: Tenant, plan: KlePlan | None, vocabulary: Vocabulary | None = None,
+                     ) -> list[tuple[Inputs, str]]:
+    return [(profile_inputs(t, p.unit), p.unit) for p in unit_profiles(tenant, plan, vocabulary)
             for t in p.texts]

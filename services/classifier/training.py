@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from shared.tenant import Tenant
 
+from . import vocabulary
 from .document import LabelledItem
 from .features import Inputs
 from .kle import KlePlan
@@ -15,6 +16,7 @@ from .knowledge import NOT_RELEVANT, strip_party
 from .lemmas import lemmas
 from .model import train
 from .pipeline import Classifier, TrainedModel, profile_examples
+from .vocabulary import with_vocabulary
 
 
 def data_hash(items: Sequence[LabelledItem]) -> str:
@@ -31,7 +33,7 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
                 target_precision: float = 0.97, progress: Callable[[str], None] = lambda _: None,
                 ) -> tuple[TrainedModel, dict[str, float]]:
     classifier = Classifier.from_tenant(tenant, plan=plan)
-    plan = plan if plan is not None else None
+    words = vocabulary.load(tenant.directory)
     progress("features")
     xs = classifier.training_inputs(items)
     known = set(tenant.units) | {NOT_RELEVANT}
@@ -40,12 +42,13 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
     abstain = frozenset(i.label.unit for i in items if i.label.unit not in known)
     routing, metrics = train(
         [(x, i.label.unit) for x, i in zip(xs, items, strict=True)],
-        profile_examples(tenant, plan) + _not_relevant_profile(classifier),
+        profile_examples(tenant, plan, words) + _not_relevant_profile(classifier),
         groups=[i.group for i in items], target_precision=target_precision,
         abstain_labels=abstain, progress=progress)
     progress("KLE predictor")
-    kle = KlePredictor.fit(plan, [(x, i.label.kle or "") for x, i in zip(xs, items, strict=True)
-                                  if i.label.kle and len(i.label.kle) == 8],
+    kle = KlePredictor.fit(with_vocabulary(plan, words) if plan is not None else None,
+                           [(x, i.label.kle or "") for x, i in zip(xs, items, strict=True)
+                            if i.label.kle and len(i.label.kle) == 8],
                            {u.id: u.kle for u in tenant.units.values()},
                            [(strip_party(c.title, c.party), c.kle) for c in tenant.cases.values()
                             if c.kle], char=routing.ranker.char)

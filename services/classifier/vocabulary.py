@@ -1,0 +1,73 @@
+"""Everyday words per KLE group: the bridge between how KL names a subject and how people
+write about it.
+
+KLE's titles and guidance are written for archivists ("Indsamlingsordninger for farligt
+affald"); citizens write "kan I hente maling og kemikalier". `vocabulary.yaml`, shipped with the
+classifier, holds Postfordeler's own list of everyday words for each KLE group (`NN.NN`) and
+for some topics (`NN.NN.NN`): our words, not KL's text, written from knowledge of municipal
+work, not from any tenant's items. A tenant adds its own words in `vocabulary.yaml` in its
+directory (same format). The words join the plan's keywords, so unit profiles and the KLE
+predictor both read them; without an imported plan they alone describe the KLE areas a unit
+owns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from shared.errors import ConfigurationError
+
+from .kle import KlePlan
+
+Vocabulary = Mapping[str, tuple[str, ...]]
+_KEY = re.compile(r"^\d{2}\.\d{2}(?:\.\d{2})?$")
+
+
+def parse(text: str, source: str) -> dict[str, tuple[str, ...]]:
+    """`"NN.NN": [word, ...]` per line of YAML; refuses any other shape with the place."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{source}: not YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: expected a mapping of KLE numbers to word lists")
+    result: dict[str, tuple[str, ...]] = {}
+    for key, words in data.items():
+        if not _KEY.match(str(key)):
+            raise ConfigurationError(f"{source}: {key!r} is not a KLE group or topic number")
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ConfigurationError(f"{source}: {key}: expected a list of words")
+        result[str(key)] = tuple(w.strip().lower() for w in words if w.strip())
+    return result
+
+
+@cache
+def shipped() -> Vocabulary:
+    text = resources.files(__package__).joinpath("vocabulary.yaml").read_text(encoding="utf-8")
+    return parse(text, "services/classifier/vocabulary.yaml")
+
+
+def load(directory: Path | None = None) -> Vocabulary:
+    """The shipped vocabulary plus the tenant's own `vocabulary.yaml`, if it has one."""
+    merged = {k: list(v) for k, v in shipped().items()}
+    path = directory / "vocabulary.yaml" if directory is not None else None
+    if path is not None and path.exists():
+        for key, words in parse(path.read_text(encoding="utf-8"), str(path)).items():
+            merged.setdefault(key, []).extend(words)
+    return {k: tuple(dict.fromkeys(v)) for k, v in merged.items()}
+
+
+def words_for(code: str, vocabulary: Vocabulary) -> tuple[str, ...]:
+    """The words of a KLE number: its group's, and a topic's own."""
+    own = vocabulary.get(code, ()) if len(code) == 8 else ()
+    return (*vocabulary.get(code[:5], ()), *own) if len(code) >= 5 else ()
+
+
+def with_vocabulary(plan: KlePlan, vocabulary: Vocabulary) -> KlePlan:
+    return plan.with_keywords({c: list(words_for(c, vocabulary)) for c in plan.entries})

@@ -1,0 +1,71 @@
+"""The everyday vocabulary per KLE group: its file, a tenant's additions, and unit profiles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from services.classifier import vocabulary
+from services.classifier.kle import KleEntry, KlePlan
+from services.classifier.knowledge import unit_profiles
+from shared.errors import ConfigurationError
+from shared.tenant import Tenant
+
+TENANT = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "eksempelby"
+
+
+def test_shipped_vocabulary_is_valid_and_covers_the_sample_units_areas() -> None:
+    words = vocabulary.shipped()
+    assert all(w == w.lower() and w.strip() for ws in words.values() for w in ws)
+    tenant = Tenant(TENANT)
+    for unit in tenant.units.values():
+        # every unit of the sample organisation gets everyday words for its KLE areas
+        assert any(k == p or k.startswith(p + ".") for p in unit.kle for k in words), unit.id
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("- a list", "expected a mapping"),
+    ('"7.1": [skrald]', "not a KLE group or topic number"),
+    ('"07.01": skrald', "expected a list of words"),
+    ('"07.01": [skrald', "not YAML"),
+])
+def test_a_malformed_file_is_refused_with_its_place(text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        vocabulary.parse(text, "words.yaml")
+
+
+def test_a_tenant_adds_its_own_words(tmp_path: Path) -> None:
+    (tmp_path / "vocabulary.yaml").write_text('"07.01": [Skraldemand, skraldespand]\n'
+                                              '"99.99": [egen]\n', encoding="utf-8")
+    merged = vocabulary.load(tmp_path)
+    assert "skraldemand" in merged["07.01"]
+    assert merged["07.01"].count("skraldespand") <= 1  # no repeats when both name a word
+    assert merged["99.99"] == ("egen",)
+    assert vocabulary.load(None) == {k: tuple(dict.fromkeys(v))
+                                     for k, v in vocabulary.shipped().items()}
+
+
+def test_words_of_a_topic_are_its_groups_and_its_own() -> None:
+    words = {"05.09": ("p-bøde",), "05.09.04": ("beboerlicens",)}
+    assert vocabulary.words_for("05.09.04", words) == ("p-bøde", "beboerlicens")
+    assert vocabulary.words_for("05.09", words) == ("p-bøde",)
+    assert vocabulary.words_for("05", words) == ()
+    plan = KlePlan("x", {"05.09.04": KleEntry("05.09.04", "Beboerlicenser", keywords=("kl",))})
+    assert vocabulary.with_vocabulary(plan, words).entries["05.09.04"].keywords == (
+        "kl", "p-bøde", "beboerlicens")
+
+
+def test_without_a_plan_the_vocabulary_describes_the_units_areas(tmp_path: Path) -> None:
+    directory = tmp_path / "tenant"
+    shutil.copytree(TENANT, directory)
+    tenant = Tenant(directory)
+    words = {"07.01": ("storskrald",), "05.14": ("vejskilt",), "05.14.09": ("særtransport",),
+             "32.18": ("tabt arbejdsfortjeneste",)}
+    texts = {p.unit: " | ".join(p.texts) for p in unit_profiles(tenant, None, words)}
+    assert "storskrald" in texts["affald"]
+    # a topic a unit owns inside another unit's group: the topic's words only
+    assert "særtransport" in texts["parkering"] and "vejskilt" not in texts["parkering"]
+    assert "vejskilt" in texts["vej-park"] and "særtransport" not in texts["vej-park"]
+    assert "tabt arbejdsfortjeneste" in texts["ydelse"]
