@@ -45,6 +45,7 @@ async def start(runtime: Runtime) -> None:
                 attachments.append((await runtime.blobs.get(attachment.text)).decode(
                     "utf-8", errors="replace"))
         doc = Document(subject=event.subject, body=body, attachments=tuple(attachments),
+                       attachment_names=tuple(a.filename for a in event.attachments),
                        sender=event.sender.address,
                        sender_name=event.sender.name, mailbox=event.mailbox,
                        channel=event.channel.value, auto_submitted=event.auto_submitted)

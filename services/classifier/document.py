@@ -16,6 +16,7 @@ class Document:
     subject: str = ""
     body: str = ""
     attachments: tuple[str, ...] = ()  # the text an extractor read from each attachment
+    attachment_names: tuple[str, ...] = ()  # every attachment's file name, text or not
     sender: str = ""
     sender_name: str = ""  # the display name, or the form's submitter
     mailbox: str = ""
@@ -60,6 +61,7 @@ def from_labelled(data: Mapping[str, Any], group: str = "") -> LabelledItem:
         subject=data.get("subject") or "",
         body=body,
         attachments=tuple(a.get("text") or "" for a in data.get("attachments") or ()),
+        attachment_names=tuple(str(a.get("filename") or "") for a in data.get("attachments") or ()),
         sender=address or submitter.get("email", "") or "",
         sender_name=(sender.get("name", "") if isinstance(sender, dict) else "")
         or submitter.get("name", "") or "",

@@ -25,7 +25,7 @@ from .parts import split_body
 _KIND = attrgetter("kind")
 _NAMING = frozenset({"sender_kind", "department", "case_number", "kle"})
 _FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
-          "delivery_report", "read_receipt", "newsletter", "commercial")
+          "delivery_report", "read_receipt", "newsletter", "commercial", "disguised_attachment")
 
 
 @dataclass(frozen=True)

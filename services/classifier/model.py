@@ -33,7 +33,7 @@ _POINTERS = ("named", "mailbox", "kle", "form", "case")
 # Entity tokens that say an item may need no case work (only meaningful for ikke-relevant).
 _NR_SIGNALS = ("has_newsletter", "has_commercial", "has_auto_reply", "sender_lookalike",
                "sender_foreign", "sender_authority", "sender_own", "no_text", "has_cpr",
-               "has_case_candidate", "channel_scan", "channel_form")
+               "has_case_candidate", "channel_scan", "channel_form", "has_disguised_attachment")
 PAIR_FEATURES = (
     "profile word", "profile chars", "best profile text word", "best profile text chars",
     "profile word (rel)", "profile chars (rel)", "best text word (rel)", "best text chars (rel)",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from shared.contracts import Entity
 from shared.tenant import Tenant
 
+from .attachments import attachment_signs
 from .document import Document, LabelledItem
 from .entities import Knowledge, extract
 from .features import Inputs, UnitIndex, inputs, profile_inputs
@@ -66,7 +67,7 @@ class Classifier:
                         knowledge=self.knowledge, headers=doc.headers)
         if doc.form_id:
             found += (Entity(kind="form", value=doc.form_id, source="form"),)
-        return found
+        return found + attachment_signs(doc.attachment_names)
 
     def inputs(self, doc: Document, entities: tuple[Entity, ...]) -> Inputs:
         return inputs(doc, entities, self.index, self.knowledge.cases)

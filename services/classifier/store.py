@@ -22,7 +22,7 @@ from shared.errors import ConfigurationError
 
 from .pipeline import TrainedModel
 
-FORMAT_VERSION = 4  # 4: vectors stored terms-first; the KLE predictor also compares characters
+FORMAT_VERSION = 5  # 5: disguised-attachment pair feature; 4: vectors stored terms-first
 MODEL_FILE = "model.joblib"
 MANIFEST = "manifest.json"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "spacy", "spacy-lookups-data", "joblib")

@@ -73,5 +73,6 @@ def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
              "nye kommentarer beskeder notifikationer følgere opslag se mere log ind",
              "reklame katalog produkter tilbud nyhed bestil gratis prøve forhandler")
     tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter has_commercial "
+              "has_disguised_attachment "
               "sender_lookalike")
     return [(Inputs(" ".join(lemmas(t)), t, "", tokens), NOT_RELEVANT) for t in texts]

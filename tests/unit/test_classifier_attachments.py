@@ -1,0 +1,59 @@
+"""Disguised attachment names: a phishing sign the model and the rules read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from postfordeler.commands.classifier import read_items, run_evaluation
+from services.classifier.attachments import attachment_signs, disguised
+from services.classifier.document import Document
+from services.classifier.pipeline import Classifier
+from shared.tenant import Tenant
+
+TENANT = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "eksempelby"
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("INV-2026-04417.pdf.htm", True),
+    ("Faktura.PDF.html", True),
+    ("scan.jpg.exe", True),
+    ("dokument.docx      .js", True),  # spaces that push the real extension out of view
+    ("Faktura.pdf", False),
+    ("referat.2026.pdf", False),
+    ("side.html", False),  # a web page that does not pretend to be a document
+    ("backup.tar.gz", False),
+    ("", False),
+])
+def test_disguised_names(name: str, expected: bool) -> None:
+    assert disguised(name) is expected
+
+
+def test_signs_name_the_file() -> None:
+    signs = attachment_signs(["ok.pdf", "Regning.pdf.htm"])
+    assert [(e.kind, e.value, e.source) for e in signs] == [
+        ("disguised_attachment", "Regning.pdf.htm", "attachment")]
+
+
+def test_a_disguised_attachment_is_set_aside_without_a_receipt(tmp_path: Path) -> None:
+    line = ('{"id": "x1", "channel": "email", "mailbox": "post@eksempelby.dk", "from": '
+            '{"name": "Regnskab", "address": "billing@example.com"}, "subject": "Faktura 4411", '
+            '"body": "Se vedhæftede faktura for levering af materialer til vejarbejde.", '
+            '"attachments": [{"filename": "Faktura-4411.pdf.htm", "content_type": "text/html", '
+            '"text": "Log ind for at se dokumentet"}], "label": {"unit": "ikke-relevant"}}')
+    (tmp_path / "items.jsonl").write_text(line + "\n", encoding="utf-8")
+    items = read_items([tmp_path / "items.jsonl"])
+    assert items[0].document.attachment_names == ("Faktura-4411.pdf.htm",)
+    tenant = Tenant(TENANT)
+    classifier = Classifier.from_tenant(tenant)
+    assert any(e.kind == "disguised_attachment" for e in classifier.entities(items[0].document))
+    metrics, done = run_evaluation(tenant, classifier, items)
+    outcome, decision = done[0]
+    assert outcome.unit == "ikke-relevant" and not outcome.receipt
+    assert "phishing" in " ".join(decision.reasons)
+    assert metrics["not_relevant_receipts"] == 0
+
+
+def test_documents_without_names_have_no_signs() -> None:
+    assert attachment_signs(Document().attachment_names) == ()
