@@ -40,6 +40,8 @@ def _columns(vec: TfidfVectorizer) -> Callable[[str], list[int]]:
             analyze = vec.build_analyzer()
             hit = (vec, vec.vocabulary_,  # look-ups in C (map); -1s are dropped in numpy
                    lambda doc: list(map(get, analyze(doc), repeat(-1))))
+        if len(_COLUMNS) >= 8:  # a process that trains model after model keeps the last few
+            _COLUMNS.pop(next(iter(_COLUMNS)))
         _COLUMNS[id(vec)] = hit
     return hit[2]
 
