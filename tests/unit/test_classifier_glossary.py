@@ -1,4 +1,5 @@
-"""Mail in English or German gets the Danish words of its meaning; Danish mail does not."""
+"""Mail in English, German, Polish, Ukrainian or Arabic gets the Danish words of its meaning;
+Danish mail does not."""
 
 from __future__ import annotations
 
@@ -34,3 +35,43 @@ def test_danish_mail_keeps_its_own_words() -> None:
 def test_homographs_and_plurals() -> None:
     assert danish("fire") == () and danish("kind") == ()
     assert danish("permits") == ("tilladelse",) and danish("batteries") == ("batteri",)
+
+
+def test_polish_inflected_forms_find_their_stem() -> None:
+    assert danish("śmieciami") == ("affald",) and danish("odpadów") == ("affald",)
+    assert danish("smieciami") == ("affald",)  # typed without diacritics
+    assert danish("przedszkola") == ("børnehave",) and danish("żłobka") == ("vuggestue",)
+    # The longest stem wins: "mieszkaniowy" (housing, adj.) is housing support, not a flat.
+    assert danish("mieszkaniowy") == ("boligstøtte",)
+    assert danish("mieszkania") == ("bolig", "lejlighed")
+    assert danish("chorobowy") == ("sygedagpenge",) and danish("choroby") == ("sygdom",)
+
+
+def test_ukrainian_inflected_forms_find_their_stem() -> None:
+    assert danish("сміттям") == ("affald",) and danish("відходів") == ("affald",)
+    assert danish("школі") == ("skole",) and danish("садка") == ("børnehave",)
+    assert danish("лікаря") == ("læge",) and danish("лікарня") == ("sygehus",)
+    assert danish("лікарняний") == ("sygedagpenge",)
+
+
+def test_arabic_clitics_and_endings_come_off() -> None:
+    assert danish("والنفايات") == ("affald",)  # and + the + waste (plural)
+    assert danish("بالمدرسة") == ("skole",) and danish("للأطفال") == ("barn",)
+    assert danish("وبالمستشفى") == ("sygehus",)
+    assert danish("الصحة") == ("sundhed",)  # a two-letter entry, found once ال and ة are off
+    # Clitics come off first: "and the support" is not "parent", but "parents" still is.
+    assert danish("والدعم") == ("støtte",) and danish("والدين") == ("forældre",)
+    assert danish("مكتبة") == ("bibliotek",) and danish("مكتب") == ()  # library, not office
+
+
+def test_short_words_and_danish_words_do_not_match_a_stem() -> None:
+    assert danish("szk") == () and danish("шко") == () and danish("odp") == ()
+    assert danish("drog") == () and danish("basen") == ()  # Danish words, not Polish ones
+    assert danish("practice") == ()  # no Polish stem shorter than "praca" for work
+    assert danish("عملاق") == ()  # "giant": the three-letter "عمل" (work) must be the whole word
+
+
+def test_a_polish_letter_gets_danish_words() -> None:
+    words = own("Odbiór śmieci", "Dzień dobry, od dwóch tygodni nikt nie odebrał odpadów z "
+                "naszej ulicy. Proszę o informację, kiedy przyjedzie śmieciarka.")
+    assert {"affald", "gade", "information"} <= set(words)
