@@ -87,7 +87,7 @@ def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
     # A letter mostly in another language gets the Danish words of its meaning too
     # (glossary.py); Danish mail keeps its own words only.
     if words_ and sum(map(is_danish, words_)) < 0.5 * len(words_):
-        found += [d for w in words_ for d in danish(w)]
+        found += [lemma(d) for w in words_ for d in danish(w)]
     return Inputs(own=" ".join(found), own_raw=own.lower(),
                   quoted=" ".join(lemmas(parts.quoted + "\n" + parts.signature)),
                   tokens=" ".join(entity_tokens(doc, entities, index, cases)))
