@@ -119,7 +119,7 @@ def train_command(
                            ] = False,
 ) -> None:
     """Train the routing model and write it with its manifest."""
-    from services.classifier import store
+    from services.classifier import store, vocabulary
     from services.classifier.kle import KlePlan
     from services.classifier.training import data_hash, train_model
 
@@ -136,7 +136,8 @@ def train_command(
                                          target_precision=target_precision,
                                          progress=lambda _step: bar.update(1))
         manifest = store.save(model, out, name=out.name, data_hash=data_hash(labelled),
-                              metrics={**metrics, "items": len(labelled)}, tenant=str(tenant))
+                              metrics={**metrics, "items": len(labelled)}, tenant=str(tenant),
+                              vocabulary_hash=vocabulary.digest(vocabulary.load(t.directory)))
     except (ConfigurationError, InvalidInput, OSError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"wrote {out} ({len(labelled)} items, threshold {manifest['threshold']:.3f}, "

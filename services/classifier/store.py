@@ -41,7 +41,8 @@ def _sha256(path: Path) -> str:
 
 
 def save(model: TrainedModel, directory: Path, *, name: str, data_hash: str,
-         metrics: dict[str, Any], tenant: str) -> dict[str, Any]:
+         metrics: dict[str, Any], tenant: str, vocabulary_hash: str | None = None,
+         ) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, directory / MODEL_FILE, compress=3)
     manifest = {
@@ -51,6 +52,7 @@ def save(model: TrainedModel, directory: Path, *, name: str, data_hash: str,
         "tenant": tenant,
         "libraries": library_versions(),
         "training_data_sha256": data_hash,
+        "vocabulary_sha256": vocabulary_hash,
         "threshold": model.routing.threshold,
         "target_precision": model.routing.target_precision,
         "classes": model.routing.classes,

@@ -13,6 +13,8 @@ owns.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -61,6 +63,12 @@ def load(directory: Path | None = None) -> Vocabulary:
         for key, words in parse(path.read_text(encoding="utf-8"), str(path)).items():
             merged.setdefault(key, []).extend(words)
     return {k: tuple(dict.fromkeys(v)) for k, v in merged.items()}
+
+
+def digest(vocabulary: Vocabulary) -> str:
+    """sha256 of the words, for a model's manifest: which vocabulary a model learnt from."""
+    text = json.dumps({k: list(v) for k, v in sorted(vocabulary.items())}, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def words_for(code: str, vocabulary: Vocabulary) -> tuple[str, ...]:

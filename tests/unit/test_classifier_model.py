@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from postfordeler.cli import app
-from services.classifier import store
+from services.classifier import store, vocabulary
 from services.classifier.kle import parse_emneplan
 from services.classifier.model import choose_threshold
 from shared.errors import ConfigurationError, InvalidInput
@@ -43,6 +43,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_model_and_manifest(model_dir: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["format_version"] == store.FORMAT_VERSION
+    assert manifest["vocabulary_sha256"] == vocabulary.digest(vocabulary.load(TENANT))
     assert set(manifest["libraries"]) >= {"scikit-learn", "numpy", "spacy"}
     assert len(manifest["training_data_sha256"]) == 64
     assert manifest["files"]["model.joblib"] == store._sha256(model_dir / "model.joblib")
