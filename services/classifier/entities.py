@@ -182,23 +182,41 @@ class Knowledge:
 def _longest_first(names: Iterable[str]) -> str:
     """An alternation of `names` that, like "a|b|..." with the longest names first, takes the
     longest name a text has at a position, factored on common prefixes ("birkevej (?:50|5)"):
-    a position then costs the length of a name, not a test of every name of the register."""
+    a position then costs the length of a name, not a test of every name of the register.
+    Names of _LONG_NAME characters or more stay plain alternatives in front: the trie is built
+    by recursion, one level per branching point, which a very long name must not deepen."""
+    names = set(names)
+    long = sorted((n for n in names if len(n) >= _LONG_NAME), key=lambda n: (-len(n), n))
     trie: dict[str, dict[str, Any]] = {}
-    for name in names:
+    for name in names.difference(long):
         node = trie
         for char in name:
             node = node.setdefault(char, {})
         node[""] = {}  # a name ends here
 
     def branch(node: dict[str, Any]) -> str:
-        longer = [re.escape(char) + branch(rest) for char, rest in node.items() if char]
+        longer = []
+        for char, rest in node.items():
+            if not char:
+                continue
+            run = char
+            while len(rest) == 1 and "" not in rest:  # a chain without choices: one literal
+                (char, rest), = rest.items()
+                run += char
+            longer.append(re.escape(run) + branch(rest))
         if not longer:
             return ""
         if "" in node:  # the longer names first, then the one ending here (backtracking)
             return "(?:" + "|".join(longer) + "|)"
         return longer[0] if len(longer) == 1 else "(?:" + "|".join(longer) + ")"
 
-    return branch(trie)
+    factored = branch(trie)
+    if not long:
+        return factored
+    return "(?:" + "|".join([*map(re.escape, long), *([factored] if trie else [])]) + ")"
+
+
+_LONG_NAME = 200
 
 
 def _names_clerk(text: str, lowered: str, clerk: str) -> bool:

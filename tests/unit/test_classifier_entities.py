@@ -228,3 +228,16 @@ def test_kle_context_is_case_blind_as_the_pattern_is() -> None:
     assert kinds(extract("", "\u212aLE 05.09 og Emnenr 05", knowledge=KNOW), "kle") == ["05.09",
                                                                                       "05"]
     assert kinds(extract("", "mødet kl. 05.09", knowledge=KNOW), "kle") == []
+
+
+def test_a_very_long_register_name_does_not_break_the_pattern() -> None:
+    import re
+
+    from services.classifier.entities import _longest_first
+
+    long = "a" * 600
+    pattern = re.compile(_longest_first({long, long + "b", "abe", "ab"}))
+    assert pattern.match(long + "b").group() == long + "b"
+    assert pattern.match("abe").group() == "abe"
+    assert pattern.match("abx").group() == "ab"
+    assert pattern.match("a" * 5) is None
