@@ -12,11 +12,11 @@ from .document import LabelledItem
 from .features import Inputs
 from .kle import KlePlan
 from .kle_model import KlePredictor
-from .knowledge import NOT_RELEVANT, strip_party
+from .knowledge import NOT_RELEVANT, load_plan, strip_party
 from .lemmas import lemmas
 from .model import train
 from .pipeline import Classifier, TrainedModel, profile_examples
-from .vocabulary import with_vocabulary
+from .vocabulary import Vocabulary, with_vocabulary
 
 
 def data_hash(items: Sequence[LabelledItem]) -> str:
@@ -25,15 +25,17 @@ def data_hash(items: Sequence[LabelledItem]) -> str:
     for i in sorted(items, key=lambda i: i.id):
         d = i.document
         h.update(repr((i.id, d.subject, d.body, d.attachments, d.sender, d.mailbox, d.channel,
-                       d.form_id, i.label)).encode())
+                       d.form_id, i.label, d.attachment_names)).encode())
     return h.hexdigest()
 
 
 def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan | None = None,
                 target_precision: float = 0.97, progress: Callable[[str], None] = lambda _: None,
-                ) -> tuple[TrainedModel, dict[str, float]]:
+                words: Vocabulary | None = None) -> tuple[TrainedModel, dict[str, float]]:
+    # The tenant's own kle.json when no plan is given (what `kle import --tenant` wrote).
+    plan = plan if plan is not None else load_plan(tenant.directory)
     classifier = Classifier.from_tenant(tenant, plan=plan)
-    words = vocabulary.load(tenant.directory)
+    words = words if words is not None else vocabulary.load(tenant.directory)
     progress("features")
     xs = classifier.training_inputs(items)
     known = set(tenant.units) | {NOT_RELEVANT}
@@ -73,6 +75,5 @@ def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
              "nye kommentarer beskeder notifikationer følgere opslag se mere log ind",
              "reklame katalog produkter tilbud nyhed bestil gratis prøve forhandler")
     tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter has_commercial "
-              "has_disguised_attachment "
               "sender_lookalike")
     return [(Inputs(" ".join(lemmas(t)), t, "", tokens), NOT_RELEVANT) for t in texts]

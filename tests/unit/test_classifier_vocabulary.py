@@ -78,3 +78,29 @@ def test_without_a_plan_the_vocabulary_describes_the_units_areas(tmp_path: Path)
     assert "særtransport" in texts["parkering"] and "vejskilt" not in texts["parkering"]
     assert "vejskilt" in texts["vej-park"] and "særtransport" not in texts["vej-park"]
     assert "tabt arbejdsfortjeneste" in texts["ydelse"]
+
+
+def test_training_reads_the_tenants_kle_plan_when_none_is_given(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                ) -> None:
+    # `kle import --tenant DIR` then `train --tenant DIR`: the plan in DIR/kle.json is used.
+    from services.classifier import training
+    from services.classifier.document import Document, Label, LabelledItem
+
+    directory = tmp_path / "tenant"
+    shutil.copytree(TENANT, directory)
+    plan = KlePlan("2015-08-01", {"07.18.10": KleEntry("07.18.10", "Storskrald")})
+    (directory / "kle.json").write_text(plan.to_json(), encoding="utf-8")
+    seen: list[KlePlan | None] = []
+    real = training.KlePredictor.fit
+
+    def spy(given: KlePlan | None, *args: object, **kwargs: object) -> object:
+        seen.append(given)
+        return real(given, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training.KlePredictor, "fit", spy)
+    items = [LabelledItem(f"i{n}", Document(subject=s, body=s), Label(u), group=f"g{n % 2}")
+             for n, (s, u) in enumerate([("Sofa til storskrald", "affald"),
+                                         ("P-bøde på Torvet", "parkering")] * 3)]
+    training.train_model(Tenant(directory), items)
+    assert seen and seen[0] is not None and "07.18.10" in seen[0].entries
