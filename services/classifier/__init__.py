@@ -45,7 +45,10 @@ async def start(runtime: Runtime) -> None:
                 attachments.append((await runtime.blobs.get(attachment.text)).decode(
                     "utf-8", errors="replace"))
         doc = Document(subject=event.subject, body=body, attachments=tuple(attachments),
-                       attachment_names=tuple(a.filename for a in event.attachments),
+                       # the item's own attachments: a forwarded mail's parts are what the
+                       # writer asks about ("is this from you?"), not what they sent
+                       attachment_names=tuple(a.filename for a in event.attachments
+                                              if a.parent is None),
                        sender=event.sender.address,
                        sender_name=event.sender.name, mailbox=event.mailbox,
                        channel=event.channel.value, auto_submitted=event.auto_submitted)

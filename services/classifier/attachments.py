@@ -3,8 +3,10 @@
 "Faktura.pdf.htm" shows as "Faktura.pdf" where extensions are hidden, and opens as a web page
 that asks for a password: a disguised double extension is a classic phishing sign and no
 citizen's scanner or mail program makes one. Such an item must never be answered with a
-receipt (it would confirm the address to the sender); the model reads it as a sign of
-`ikke-relevant`, and the sample rules set it aside.
+receipt (it would confirm the address to the sender): the sample rules set it aside, and the
+model has a pair feature for it (learnt only where labelled items carry the sign). The
+entity's value is the pair of extensions ("pdf.htm"), not the name, which may hold a person's
+name or CPR number.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ _DOCUMENT = frozenset({"pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt"
                        "txt", "csv", "jpg", "jpeg", "png", "gif", "tif", "tiff", "zip", "eml"})
 
 
-def disguised(filename: str) -> bool:
+def disguised(filename: str) -> str | None:
+    """"pdf.htm" for "Faktura.pdf.htm" (the shown and the real extension), else None."""
     parts = filename.strip().lower().rsplit(".", 2)
-    return len(parts) == 3 and parts[2] in _ACTIVE and parts[1].strip() in _DOCUMENT
+    if len(parts) == 3 and parts[2] in _ACTIVE and parts[1].strip() in _DOCUMENT:
+        return f"{parts[1].strip()}.{parts[2]}"
+    return None
 
 
 def attachment_signs(filenames: Iterable[str]) -> tuple[Entity, ...]:
-    return tuple(Entity(kind="disguised_attachment", value=name, source="attachment")
-                 for name in filenames if disguised(name))
+    found = (disguised(name) for name in filenames)
+    return tuple(Entity(kind="disguised_attachment", value=pair, source="attachment")
+                 for pair in found if pair)

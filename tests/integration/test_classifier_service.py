@@ -97,3 +97,53 @@ async def test_classifier_predicts_and_router_routes_on_it(
         assert item.decision is not None and item.decision["receipt"] is True
     finally:
         await runtime.stop()
+
+
+@pytest.mark.parametrize("parent", [None, 0])
+async def test_a_disguised_attachment_counts_only_when_it_is_the_items_own(
+        tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path],
+        parent: int | None) -> None:
+    # A citizen forwarding a phishing mail ("is this from you?") carries the disguised file
+    # inside the forwarded message (parent 0); only a file of the item itself is the sign.
+    from shared.contracts import AttachmentRef
+
+    model_dir, tenant_dir = model_and_tenant
+    settings = Settings(data_dir=tmp_path, database_url=db_url,
+                        tenant_dir=tenant_dir, model_dir=model_dir)
+    runtime = Runtime(settings, bus=MemoryBus(policy=RetryPolicy(3, 0.01, 0.05), prefetch=4))
+    seen: list[ItemEvent] = []
+
+    async def collect(event: ItemEvent) -> None:
+        seen.append(event)
+
+    await runtime.start()
+    try:
+        await classifier.start(runtime)
+        await runtime.bus.subscribe("t-watch", ("item.classified",), collect)
+        text = await runtime.blobs.put(b"Er denne mail fra jer? Se vedhaeftet.", "text/plain")
+        blob = await runtime.blobs.put(b"<html>log ind</html>", "text/html")
+        files = [AttachmentRef(filename="videresendt.eml", content_type="message/rfc822",
+                               blob=blob),
+                 AttachmentRef(filename="Faktura-2231.pdf.htm", content_type="text/html",
+                               blob=blob, parent=parent)]
+        item_id = uuid.uuid4()
+        event = ItemExtracted(correlation_id=uuid.uuid4(), producer="test", item_id=item_id,
+                              channel="email", mailbox="post@eksempelby.dk",
+                              subject="Faktura?", text=text, attachments=tuple(files),
+                              sender={"name": "Ole Berg", "address": "ole.berg@mail.dk"})
+        async with runtime.uow() as uow:
+            uow.session.add(Item(id=item_id, correlation_id=event.correlation_id,
+                                 channel="email", mailbox=event.mailbox, source_ref="t:2",
+                                 state=ItemState.EXTRACTED.value))
+            await uow.commit()
+        await runtime.bus.publish(event)
+
+        async def classified() -> bool:
+            return any(isinstance(e, ItemClassified) for e in seen)
+
+        await async_wait_for(classified, timeout=20)
+        done = next(e for e in seen if isinstance(e, ItemClassified))
+        signs = [e.value for e in done.entities if e.kind == "disguised_attachment"]
+        assert signs == (["pdf.htm"] if parent is None else [])
+    finally:
+        await runtime.stop()
