@@ -8,8 +8,9 @@ of the German items. Each foreign word here adds the Danish lemma(s) of its mean
 item's words, the way a clerk reads "building permit" as "byggetilladelse". Polish, Ukrainian
 and Arabic are the large immigrant languages in Denmark, and a letter in them shares no word
 at all with a profile. General municipal vocabulary, not tuned to any data set; extend it
-freely. The Danish words are written as the lookup lemmatizer gives them ("barn", "skatte"),
-because that is how the profiles' words are written. Words that are also Danish words of
+freely. The Danish words go through the lemmatizer in `features.inputs`, as the profiles'
+words do, so plain words ("borger") and lemma forms ("barn", "skatte") both meet the profile's
+form (the lookup lemmatizer is not idempotent: "borger" -> "borge" -> "borg"). Words that are also Danish words of
 another meaning ("fire" is four, "rente" interest, "rat" a steering wheel, "kind" a cheek,
 Polish "basen" and "drog") are left out.
 
@@ -121,7 +122,7 @@ uzależnieni:misbrug alkoholi:alkohol narkoty:misbrug leki:medicin lekarstw:medi
 psycholog:psykolog psychiatr:psykiatri rehabilitac:genoptræning fizjoterap:fysioterapi
 ciąż:graviditet szczepi:vaccination język:sprog ojczyst:modersmål tłumacz:tolk
 tłumaczeni:oversættelse paszport:passe dowód:legitimation dowodu:legitimation osobist:legitimation
-jazdy:kørekort obywatelstw:indfødsret obywatel:borge pobyt:opholdstilladelse wiza:visum wizy:visum
+jazdy:kørekort obywatelstw:indfødsret obywatel:borger pobyt:opholdstilladelse wiza:visum wizy:visum
 urodz:fødsel ślub:vielse małżeńst:ægteskab rozwód:skilsmisse rozwod:skilsmisse zgon:dødsfald
 śmierć:dødsfald śmierci:dødsfald pogrzeb:begravelse biblioteka:bibliotek biblioteki:bibliotek
 bibliotece:bibliotek bibliotekę:bibliotek kulturaln:kultur kultury:kultur kulturze:kultur
@@ -175,7 +176,7 @@ _UKRAINIAN = """
 психолог:psykolog психіатр:psykiatri реабілітац:genoptræning вагітн:graviditet щеплен:vaccination
 вакцин:vaccination мова:sprog мови:sprog мову:sprog мовою:sprog рідн:modersmål перекладач:tolk
 переклад:oversættelse паспорт:passe посвідченн:legitimation посвідк:opholdstilladelse
-проживанн:ophold водійськ:kørekort громадянств:indfødsret громадян:borge віза:visum візу:visum
+проживанн:ophold водійськ:kørekort громадянств:indfødsret громадян:borger віза:visum візу:visum
 народжен:fødsel шлюб:ægteskab розлучен:skilsmisse смерт:dødsfald похорон:begravelse
 біженц:flygtning біженец:flygtning притулок:asyl іноземц:udlænding інтеграц:integration
 бібліотек:bibliotek культур:kultur спорт:idræt музик:musik музичн:musikskole,musik басейн:svømmehal
@@ -218,7 +219,7 @@ _ARABIC = """
 صحي:sundhed طبيب:læge اطباء:læge مستشف:sygehus اسنان:tandlæge,tand علاج:behandling دواء:medicin
 ادوي:medicin ادمان:misbrug مخدر:misbrug كحول:alkohol نفسي:psykiatri تطعيم:vaccination
 لقاح:vaccination لغ:sprog لغات:sprog مترجم:tolk ترجم:oversættelse جواز:passe هوي:legitimation
-قياد:kørekort جنسي:indfødsret مواطن:borge اقام:opholdstilladelse تاشير:visum فيز:visum ولاد:fødsel
+قياد:kørekort جنسي:indfødsret مواطن:borger اقام:opholdstilladelse تاشير:visum فيز:visum ولاد:fødsel
 ميلاد:fødsel زواج:ægteskab طلاق:skilsmisse وفا:dødsfald جناز:begravelse لاجئ:flygtning لجوء:asyl
 اجانب:udlænding اجنبي:udlænding اندماج:integration مكتبة:bibliotek مكتبات:bibliotek ثقاف:kultur
 رياضة:idræt رياضي:idræt موسيق:musik مسبح:svømmehal قاعة:hal,lokale متحف:museum مسرح:teater

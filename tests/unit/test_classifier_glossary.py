@@ -3,6 +3,8 @@ Danish mail does not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.classifier.document import Document
 from services.classifier.features import UnitIndex, inputs
 from services.classifier.glossary import danish
@@ -75,3 +77,16 @@ def test_a_polish_letter_gets_danish_words() -> None:
     words = own("Odbiór śmieci", "Dzień dobry, od dwóch tygodni nikt nie odebrał odpadów z "
                 "naszej ulicy. Proszę o informację, kiedy przyjedzie śmieciarka.")
     assert {"affald", "gade", "information"} <= set(words)
+
+
+def test_glossary_words_meet_the_profiles_form() -> None:
+    # A profile that says "borger" holds the lemma of "borger"; a Polish letter's "obywatel"
+    # must arrive at that same form (lemmatising an already lemmatised "borge" gives "borg").
+    from services.classifier.features import inputs, profile_inputs
+    from services.classifier.pipeline import unit_index
+    from shared.tenant import Tenant
+
+    tenant = Tenant(Path(__file__).resolve().parents[2] / "deploy" / "examples" / "eksempelby")
+    doc = Document(body="Dzień dobry, jestem obywatelem Polski i mieszkam tutaj od roku.")
+    own = inputs(doc, (), unit_index(tenant), {}).own.split()
+    assert profile_inputs("borger", "borgerservice").own in own
