@@ -10,9 +10,9 @@ and Arabic are the large immigrant languages in Denmark, and a letter in them sh
 at all with a profile. General municipal vocabulary, not tuned to any data set; extend it
 freely. The Danish words go through the lemmatizer in `features.inputs`, as the profiles'
 words do, so plain words ("borger") and lemma forms ("barn", "skatte") both meet the profile's
-form (the lookup lemmatizer is not idempotent: "borger" -> "borge" -> "borg"). Words that are also Danish words of
-another meaning ("fire" is four, "rente" interest, "rat" a steering wheel, "kind" a cheek,
-Polish "basen" and "drog") are left out.
+form (the lookup lemmatizer is not idempotent: "borger" -> "borge" -> "borg"). Words that are
+also Danish words of another meaning ("fire" is four, "rente" interest, "rat" a steering wheel,
+"kind" a cheek, Polish "basen" and "drog") are left out.
 
 English and German are looked up as whole words with plural endings tried off. Polish and
 Ukrainian inflect by ending ("śmieci", "śmieciami"; "сміття", "сміттям") and Arabic adds

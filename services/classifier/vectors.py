@@ -86,20 +86,22 @@ def _padded_grams(w: str, low: int, high: int) -> list[str]:
     return grams
 
 
-_LAST: dict[tuple[int, tuple[str, ...]], tuple[TfidfVectorizer, sp.csr_matrix]] = {}
+_LAST: dict[tuple[int, tuple[str, ...]],
+            tuple[TfidfVectorizer, dict[str, int], sp.csr_matrix]] = {}
 
 
 def transform(vec: TfidfVectorizer, docs: Sequence[str]) -> sp.csr_matrix:
     # The routing model and the KLE predictor share a vectoriser and read the same batch:
-    # the last few results are kept (with their vectoriser, so a reused id cannot match).
+    # the last few results are kept (with their vectoriser and its vocabulary, so neither a
+    # reused id nor a refitted vectoriser can match).
     key = (id(vec), tuple(docs))
     hit = _LAST.get(key)
-    if hit is not None and hit[0] is vec:
-        return hit[1]
+    if hit is not None and hit[0] is vec and hit[1] is vec.vocabulary_:
+        return hit[2]
     result = _transform(vec, docs)
     if len(_LAST) >= 4:
         _LAST.pop(next(iter(_LAST)))
-    _LAST[key] = (vec, result)
+    _LAST[key] = (vec, vec.vocabulary_, result)
     return result
 
 

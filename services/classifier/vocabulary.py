@@ -28,24 +28,55 @@ from shared.errors import ConfigurationError
 from .kle import KlePlan
 
 Vocabulary = Mapping[str, tuple[str, ...]]
-_KEY = re.compile(r"^\d{2}\.\d{2}(?:\.\d{2})?$")
+_KEY = re.compile(r"\d{2}\.\d{2}(?:\.\d{2})?")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice (the second list would silently replace the
+    first) and reads every scalar as text: `05.09` stays "05.09", not the number 5.09, and a
+    word such as `no` or `112` stays a word."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else ""
+        if key in result:
+            raise ConfigurationError(f"KLE number {key} is given twice (line "
+                                     f"{key_node.start_mark.line + 1})")
+        result[str(key)] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _text(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
+for _tag in ("bool", "int", "float", "null", "timestamp"):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _text)
 
 
 def parse(text: str, source: str) -> dict[str, tuple[str, ...]]:
     """`"NN.NN": [word, ...]` per line of YAML; refuses any other shape with the place."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_StrictLoader) or {}  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{source}: not YAML: {exc}") from exc
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source}: expected a mapping of KLE numbers to word lists")
     result: dict[str, tuple[str, ...]] = {}
     for key, words in data.items():
-        if not _KEY.match(str(key)):
-            raise ConfigurationError(f"{source}: {key!r} is not a KLE group or topic number")
+        if not _KEY.fullmatch(key):
+            raise ConfigurationError(f"{source}: {key!r} is not a KLE group or topic number "
+                                     "(NN.NN or NN.NN.NN)")
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise ConfigurationError(f"{source}: {key}: expected a list of words")
-        result[str(key)] = tuple(w.strip().lower() for w in words if w.strip())
+        result[key] = tuple(w.strip().lower() for w in words if w.strip())
     return result
 
 

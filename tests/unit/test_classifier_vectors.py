@@ -52,3 +52,16 @@ def test_word_cache_keeps_results_exact_when_full_and_after_refitting(
     vectors._LAST.clear()
     np.testing.assert_allclose(vectors.transform(vec, TRAIN).toarray(),
                                vec.transform(TRAIN).toarray(), rtol=1e-6)
+
+
+def test_a_refitted_vectoriser_never_gets_a_kept_result() -> None:
+    # The same object fitted again and asked for the same documents: a result kept from
+    # before the refit has the old vocabulary's columns.
+    vec = TfidfVectorizer(analyzer=str.split)
+    vec.fit(TRAIN)
+    before = transform(vec, NEW)
+    assert transform(vec, NEW) is before  # kept for the KLE predictor's second read
+    vec.fit(NEW)
+    after = transform(vec, NEW)
+    assert after.shape == vec.transform(NEW).shape != before.shape
+    np.testing.assert_allclose(after.toarray(), vec.transform(NEW).toarray(), rtol=1e-6)
