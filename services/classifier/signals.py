@@ -15,7 +15,14 @@ from shared.contracts import Entity
 _EMAIL_DOMAIN = re.compile(r"@([A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _AUTO_SUBJECT = re.compile(
     r"^\s*(?:automatisk svar|autosvar|auto(?:matic)?[ -]?reply|out of (?:the )?office|"
-    r"fraværende|abwesenheitsnotiz|automatische antwort|ferie)\b", re.IGNORECASE)
+    r"fraværende|abwesenheitsnotiz|automatische antwort|ferie)\b"
+    # An authority's or company's automatic acknowledgement of mail we sent: a receipt for
+    # our own letter, nothing to act on (its answer comes later, as a mail of its own).
+    r"|^\s*(?:vi har modtaget din (?:henvendelse|e-?mail|besked)|modtagelseskvittering|"
+    r"automatisk kvittering|kvittering for (?:modtagelse|din henvendelse)|"
+    r"we have received your (?:message|e-?mail|enquiry|inquiry|request)|"
+    r"wir haben ihre (?:nachricht|e-?mail|anfrage) erhalten|eingangsbestätigung)\b",
+    re.IGNORECASE)
 _BOUNCE_SUBJECT = re.compile(
     r"^\s*(?:undeliverable|undelivered mail|kan ikke leveres|mail delivery (?:failed|failure)|"
     r"delivery status notification|returned mail|forsinket levering|delivery delayed|"
