@@ -16,7 +16,7 @@ from .knowledge import NOT_RELEVANT, load_plan, strip_party
 from .lemmas import lemmas
 from .model import train
 from .pipeline import Classifier, TrainedModel, profile_examples
-from .vocabulary import Vocabulary, with_vocabulary
+from .vocabulary import Vocabulary, topics_plan, with_vocabulary
 
 
 def data_hash(items: Sequence[LabelledItem]) -> str:
@@ -48,7 +48,8 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
         groups=[i.group for i in items], target_precision=target_precision,
         abstain_labels=abstain, progress=progress)
     progress("KLE predictor")
-    kle = KlePredictor.fit(with_vocabulary(plan, words) if plan is not None else None,
+    kle = KlePredictor.fit(with_vocabulary(plan, words) if plan is not None
+                           else topics_plan(words),
                            [(x, i.label.kle or "") for x, i in zip(xs, items, strict=True)
                             if i.label.kle and len(i.label.kle) == 8],
                            {u.id: u.kle for u in tenant.units.values()},

@@ -47,3 +47,16 @@ def test_case_references_reach_the_clerk(report: dict[str, float]) -> None:
 
 def test_nothing_not_relevant_is_answered(report: dict[str, float]) -> None:
     assert report["not_relevant_receipts"] == 0
+
+
+def test_every_vocabulary_group_has_a_general_topic_in_kls_plan() -> None:
+    # Without an imported plan the KLE predictor suggests NN.NN.00 for a group
+    # (vocabulary.topics_plan): it must be a real KLE number.
+    if not KLE_PLAN.exists():
+        pytest.skip("needs KL's KLE plan (POSTFORDELER_CORPUS)")
+    from services.classifier import vocabulary
+
+    plan = parse_emneplan(KLE_PLAN.read_bytes())
+    topics = vocabulary.topics_plan(vocabulary.shipped())
+    assert topics is not None
+    assert sorted(set(topics.entries) - set(plan.entries)) == []

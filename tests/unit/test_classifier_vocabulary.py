@@ -115,3 +115,12 @@ def test_training_reads_the_tenants_kle_plan_when_none_is_given(tmp_path: Path,
                                          ("P-bøde på Torvet", "parkering")] * 3)]
     training.train_model(Tenant(directory), items)
     assert seen and seen[0] is not None and "07.18.10" in seen[0].entries
+
+
+def test_without_a_plan_the_kle_topics_come_from_the_vocabulary() -> None:
+    topics = vocabulary.topics_plan({"07.18": ("storskrald",), "07.18.10": ("sofa",),
+                                     "05.09.00": ("p-skive",), "05.09": ("p-bøde",)})
+    assert topics is not None
+    assert {c: e.keywords for c, e in topics.entries.items()} == {
+        "07.18.10": ("sofa",), "07.18.00": ("storskrald",), "05.09.00": ("p-bøde", "p-skive")}
+    assert vocabulary.topics_plan({}) is None
