@@ -37,6 +37,19 @@ def test_shipped_vocabulary_has_no_words_of_every_letter() -> None:
     assert found == []
 
 
+def test_no_entry_is_only_words_every_text_has() -> None:
+    # The lookup lemmatizer reads "duer" (pigeons) as "du" and "have" (garden) as the verb's
+    # "hav": such an entry would make every letter look like its KLE area.
+    from spacy.lang.da.stop_words import STOP_WORDS
+
+    from services.classifier.lemmas import lemma, lemmas
+
+    stop = set(STOP_WORDS) | {lemma(w) for w in STOP_WORDS}
+    found = [(k, w) for k, ws in vocabulary.shipped().items() for w in ws
+             if all(x in stop for x in lemmas(w) or ["-"])]
+    assert found == []
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("- a list", "expected a mapping"),
     ('"7.1": [skrald]', "not a KLE group or topic number"),
