@@ -35,6 +35,7 @@ from shared.db.models import EsdhCall, Item
 from shared.errors import PermanentError
 from shared.esdh import DocumentFile, Esdh, NewCase, NewDocument
 from shared.outbox import OutboxRelay
+from shared.personal import scrub_cpr
 from shared.tenant import Tenant
 
 from .receipt_text import is_auto_reply, receipt_due, receipt_message_id, reference
@@ -56,7 +57,8 @@ def files_of(item_id: UUID, raw: bytes | None,
     for n, part in enumerate(msg.iter_attachments(), start=1):
         data = part.get_payload(decode=True)
         if isinstance(data, bytes):
-            files.append(DocumentFile(part.get_filename() or f"bilag-{n}",
+            # A sender's file name, masked here (the adapters spare only our own `PF-` names)
+            files.append(DocumentFile(scrub_cpr(part.get_filename() or f"bilag-{n}", "CPR"),
                                       part.get_content_type(), data))
     return tuple(files)
 

@@ -26,9 +26,10 @@ from shared.esdh import (
     NewDocument,
     cpr_or_cvr,
 )
+from shared.personal import scrub_file_name
 
 from .http import call
-from .titles import safe_title, scrub_cpr
+from .titles import safe_title
 
 
 def metadata_xml(fields: dict[str, str]) -> str:
@@ -40,7 +41,7 @@ def file_name(idempotency_key: str, original: str, n: int = 0) -> str:
     stem = hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
     # The name is shown in the case's library like a title: no CPR numbers there either.
     safe = "".join(c if c.isalnum() or c in "._-" else "_"
-                   for c in scrub_cpr(original, "CPR"))[-80:]
+                   for c in scrub_file_name(original))[-80:]
     return f"pf-{stem}-{n}-{safe}"
 
 

@@ -25,7 +25,7 @@ import httpx
 
 from shared.errors import PermanentError, TransientError
 from shared.esdh import CaseRef, DocumentRef, NewCase, NewDocument, SbsysConfig, cpr_or_cvr
-from shared.personal import scrub_cpr
+from shared.personal import scrub_file_name
 
 from .http import call
 from .receipt_text import reference
@@ -176,7 +176,7 @@ class Sbsys:
         files: list[tuple[str, tuple[str | None, bytes | str, str]]] = [
             ("json", (None, json.dumps(meta, ensure_ascii=False), "application/json"))]
         # A file's name is listed with the document like its title: no CPR numbers there.
-        files += [("file", (scrub_cpr(f.name, "CPR"), f.data, f.content_type))
+        files += [("file", (scrub_file_name(f.name), f.data, f.content_type))
                   for f in document.files]
         doc = await self._api("POST", "/api/dokument/journaliser", "SBSYS journalise",
                               files=files)

@@ -105,3 +105,27 @@ def test_getorganized_attachment_names_carry_no_cpr_numbers() -> None:
     name = file_name("item:x:document", "010190-1234 ansøgning.pdf", 1)
     assert "010190" not in name and name.endswith("-1-CPR_ansøgning.pdf")
     assert file_name("k", "afgift.pdf") == file_name("k", "afgift.pdf")  # still deterministic
+
+
+def test_the_items_own_reference_is_kept_in_file_names_even_when_cpr_shaped() -> None:
+    # PF- and ten hex digits of the item id: about one id in 200 gives ten decimal digits
+    # shaped like a CPR number (seen: PF-2400260572), which must stay the item's reference.
+    import uuid
+
+    from services.journal.filing import files_of
+    from services.journal.getorganized import file_name
+    from shared.personal import scrub_file_name
+
+    item = uuid.UUID("24002605-7228-4b1e-9c3d-000000000001")
+    raw = (b"From: a@b.dk\nSubject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; "
+           b"boundary=B\n\n--B\nContent-Type: text/plain\n\nhej\n--B\nContent-Type: "
+           b"application/pdf\nContent-Disposition: attachment; filename=\"PF-0101901234.pdf\""
+           b"\n\n%PDF\n--B--\n")
+    files = files_of(item, raw)
+    assert files[0].name == "PF-2400260572.eml"
+    assert file_name("k", files[0].name).endswith("-0-PF-2400260572.eml")
+    assert scrub_file_name(files[0].name) == "PF-2400260572.eml"
+    # a sender's file posing as a reference is masked where it is read
+    assert "0101901234" not in files[1].name and "0101901234" not in scrub_file_name(
+        files[1].name)
+    assert "0101901234" not in scrub_file_name("PF-0101901234 kopi.pdf")
