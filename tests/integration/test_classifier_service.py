@@ -4,8 +4,10 @@ out, and the router routes on that prediction."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -48,8 +50,10 @@ def model_and_tenant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return root / "model", tenant_dir
 
 
-async def test_classifier_predicts_and_router_routes_on_it(
-        tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path]) -> None:
+@contextlib.asynccontextmanager
+async def pipeline(tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path],
+                   routing: bool) -> AsyncIterator[tuple[Runtime, list[ItemEvent]]]:
+    """The classifier (and the router) on the in-process bus, with the events they publish."""
     model_dir, tenant_dir = model_and_tenant
     settings = Settings(data_dir=tmp_path, database_url=db_url,
                         tenant_dir=tenant_dir, model_dir=model_dir)
@@ -62,8 +66,17 @@ async def test_classifier_predicts_and_router_routes_on_it(
     await runtime.start()
     try:
         await classifier.start(runtime)
-        await router.start(runtime)
+        if routing:
+            await router.start(runtime)
         await runtime.bus.subscribe("t-watch", ("item.classified", "item.routed"), collect)
+        yield runtime, seen
+    finally:
+        await runtime.stop()
+
+
+async def test_classifier_predicts_and_router_routes_on_it(
+        tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path]) -> None:
+    async with pipeline(tmp_path, db_url, model_and_tenant, routing=True) as (runtime, seen):
         text = await runtime.blobs.put(BODY.encode(), "text/plain")
         item_id = uuid.uuid4()
         event = ItemExtracted(correlation_id=uuid.uuid4(), producer="test", item_id=item_id,
@@ -95,8 +108,6 @@ async def test_classifier_predicts_and_router_routes_on_it(
             item = await uow.item(item_id, lock=False)
         assert item.state == ItemState.ROUTED.value and item.unit == "parkering"
         assert item.decision is not None and item.decision["receipt"] is True
-    finally:
-        await runtime.stop()
 
 
 @pytest.mark.parametrize("parent", [None, 0])
@@ -107,19 +118,7 @@ async def test_a_disguised_attachment_counts_only_when_it_is_the_items_own(
     # inside the forwarded message (parent 0); only a file of the item itself is the sign.
     from shared.contracts import AttachmentRef
 
-    model_dir, tenant_dir = model_and_tenant
-    settings = Settings(data_dir=tmp_path, database_url=db_url,
-                        tenant_dir=tenant_dir, model_dir=model_dir)
-    runtime = Runtime(settings, bus=MemoryBus(policy=RetryPolicy(3, 0.01, 0.05), prefetch=4))
-    seen: list[ItemEvent] = []
-
-    async def collect(event: ItemEvent) -> None:
-        seen.append(event)
-
-    await runtime.start()
-    try:
-        await classifier.start(runtime)
-        await runtime.bus.subscribe("t-watch", ("item.classified",), collect)
+    async with pipeline(tmp_path, db_url, model_and_tenant, routing=False) as (runtime, seen):
         text = await runtime.blobs.put(b"Er denne mail fra jer? Se vedhaeftet.", "text/plain")
         blob = await runtime.blobs.put(b"<html>log ind</html>", "text/html")
         files = [AttachmentRef(filename="videresendt.eml", content_type="message/rfc822",
@@ -145,5 +144,3 @@ async def test_a_disguised_attachment_counts_only_when_it_is_the_items_own(
         done = next(e for e in seen if isinstance(e, ItemClassified))
         signs = [e.value for e in done.entities if e.kind == "disguised_attachment"]
         assert signs == (["pdf.htm"] if parent is None else [])
-    finally:
-        await runtime.stop()
