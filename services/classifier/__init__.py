@@ -4,8 +4,9 @@ configured (POSTFORDELER_MODEL_DIR), predicts its unit with a calibrated probabi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from shared.contracts import ItemClassified, ItemEvent, ItemExtracted, ItemState
+from shared.contracts import AttachmentRef, ItemClassified, ItemEvent, ItemExtracted, ItemState
 from shared.db import UnitOfWork
 from shared.errors import InvalidInput
 from shared.runtime import Consumer, Runtime
@@ -15,6 +16,23 @@ from .document import Document
 from .entities import extract
 
 __all__ = ["extract", "start"]
+
+
+def own_files(attachments: Sequence[AttachmentRef]) -> tuple[str, ...]:
+    """The names of the files the sender sent, including those in a ZIP or winmail.dat, but
+    not the parts of a forwarded mail: those are what the writer asks about ("is this from
+    you?"), not what they sent."""
+
+    def forwarded(a: AttachmentRef) -> bool:
+        seen: set[int] = set()
+        while a.parent is not None and a.parent not in seen and 0 <= a.parent < len(attachments):
+            seen.add(a.parent)
+            a = attachments[a.parent]
+            if a.content_type == "message/rfc822":
+                return True
+        return False
+
+    return tuple(a.filename for a in attachments if not forwarded(a))
 
 
 async def start(runtime: Runtime) -> None:
@@ -45,10 +63,7 @@ async def start(runtime: Runtime) -> None:
                 attachments.append((await runtime.blobs.get(attachment.text)).decode(
                     "utf-8", errors="replace"))
         doc = Document(subject=event.subject, body=body, attachments=tuple(attachments),
-                       # the item's own attachments: a forwarded mail's parts are what the
-                       # writer asks about ("is this from you?"), not what they sent
-                       attachment_names=tuple(a.filename for a in event.attachments
-                                              if a.parent is None),
+                       attachment_names=own_files(event.attachments),
                        sender=event.sender.address,
                        sender_name=event.sender.name, mailbox=event.mailbox,
                        channel=event.channel.value, auto_submitted=event.auto_submitted)

@@ -14,14 +14,17 @@ from shared.contracts import Entity
 
 _EMAIL_DOMAIN = re.compile(r"@([A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _AUTO_SUBJECT = re.compile(
-    r"^\s*(?:automatisk svar|autosvar|auto(?:matic)?[ -]?reply|out of (?:the )?office|"
-    r"fraværende|abwesenheitsnotiz|automatische antwort|ferie)\b"
+    r"^\s*(?:(?:automatisk svar|autosvar|auto(?:matic)?[ -]?reply|out of (?:the )?office|"
+    r"abwesenheitsnotiz|automatische antwort)\b|(?:fraværende|ferie)\s*:)"
     # An authority's or company's automatic acknowledgement of mail we sent: a receipt for
-    # our own letter, nothing to act on (its answer comes later, as a mail of its own).
-    r"|^\s*(?:vi har modtaget din (?:henvendelse|e-?mail|besked)|modtagelseskvittering|"
-    r"automatisk kvittering|kvittering for (?:modtagelse|din henvendelse)|"
+    # our own letter, nothing to act on (its answer comes later, as a mail of its own). The
+    # whole subject, or the phrase and then a reference: "Kvittering for modtagelse af
+    # hjælpemidler" is a citizen returning a signed receipt.
+    r"|^\s*(?:vi har modtaget din (?:henvendelse|e-?mail|besked)|automatisk kvittering|"
+    r"kvittering for (?:modtagelse af )?din (?:henvendelse|e-?mail|besked)|"
     r"we have received your (?:message|e-?mail|enquiry|inquiry|request)|"
-    r"wir haben ihre (?:nachricht|e-?mail|anfrage) erhalten|eingangsbestätigung)\b",
+    r"wir haben ihre (?:nachricht|e-?mail|anfrage) erhalten|eingangsbestätigung)"
+    r"\s*(?:$|[\[(:#-]|ref)",
     re.IGNORECASE)
 _BOUNCE_SUBJECT = re.compile(
     r"^\s*(?:undeliverable|undelivered mail|kan ikke leveres|mail delivery (?:failed|failure)|"

@@ -110,19 +110,21 @@ async def test_classifier_predicts_and_router_routes_on_it(
         assert item.decision is not None and item.decision["receipt"] is True
 
 
-@pytest.mark.parametrize("parent", [None, 0])
+@pytest.mark.parametrize(("container", "parent", "counts"), [
+    ("message/rfc822", None, True), ("message/rfc822", 0, False),
+    ("application/zip", 0, True)])
 async def test_a_disguised_attachment_counts_only_when_it_is_the_items_own(
-        tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path],
-        parent: int | None) -> None:
+        tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path], container: str,
+        parent: int | None, counts: bool) -> None:
     # A citizen forwarding a phishing mail ("is this from you?") carries the disguised file
-    # inside the forwarded message (parent 0); only a file of the item itself is the sign.
+    # inside the forwarded message (parent 0): not the sign. Inside a ZIP the sender sent, it
+    # is.
     from shared.contracts import AttachmentRef
 
     async with pipeline(tmp_path, db_url, model_and_tenant, routing=False) as (runtime, seen):
         text = await runtime.blobs.put(b"Er denne mail fra jer? Se vedhaeftet.", "text/plain")
         blob = await runtime.blobs.put(b"<html>log ind</html>", "text/html")
-        files = [AttachmentRef(filename="videresendt.eml", content_type="message/rfc822",
-                               blob=blob),
+        files = [AttachmentRef(filename="videresendt", content_type=container, blob=blob),
                  AttachmentRef(filename="Faktura-2231.pdf.htm", content_type="text/html",
                                blob=blob, parent=parent)]
         item_id = uuid.uuid4()
@@ -143,4 +145,4 @@ async def test_a_disguised_attachment_counts_only_when_it_is_the_items_own(
         await async_wait_for(classified, timeout=20)
         done = next(e for e in seen if isinstance(e, ItemClassified))
         signs = [e.value for e in done.entities if e.kind == "disguised_attachment"]
-        assert signs == (["pdf.htm"] if parent is None else [])
+        assert signs == (["pdf.htm"] if counts else [])

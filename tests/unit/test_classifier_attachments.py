@@ -58,3 +58,20 @@ def test_a_disguised_attachment_is_set_aside_without_a_receipt(tmp_path: Path) -
 
 def test_documents_without_names_have_no_signs() -> None:
     assert attachment_signs(Document().attachment_names) == ()
+
+
+def test_own_files_leave_out_what_a_forwarded_mail_carried() -> None:
+    from services.classifier import own_files
+    from shared.contracts import AttachmentRef, BlobRef
+
+    blob = BlobRef(sha256="0" * 64, size=1, content_type="x")
+
+    def ref(name: str, kind: str, parent: int | None = None) -> AttachmentRef:
+        return AttachmentRef(filename=name, content_type=kind, blob=blob, parent=parent)
+
+    files = [ref("svar.eml", "message/rfc822"), ref("bilag.zip", "application/zip", 0),
+             ref("a.pdf.htm", "text/html", 1), ref("egen.zip", "application/zip"),
+             ref("b.pdf.htm", "text/html", 3), ref("løkke.pdf", "application/pdf", 5)]
+    # a.pdf.htm is in a ZIP inside the forwarded mail; b.pdf.htm in the sender's own ZIP;
+    # a parent pointing at itself must not hang the walk
+    assert own_files(files) == ("svar.eml", "egen.zip", "b.pdf.htm", "løkke.pdf")

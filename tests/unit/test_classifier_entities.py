@@ -77,11 +77,15 @@ def test_sender_signals() -> None:
         "Undeliverable: Vedr. sag", "", sender="MAILER-DAEMON@mx.eksempelby.dk")}
     assert kinds(extract("Læst: sag", "", sender="a@b.dk"), "read_receipt") == ["true"]
     assert kinds(extract("Automatisk svar: x", "", sender="a@b.dk"), "auto_reply") == ["true"]
-    for ack in ("Vi har modtaget din henvendelse [Ref. 2026-88]", "Kvittering for modtagelse",
-                "We have received your message", "Eingangsbestätigung Ihrer Anfrage"):
+    for ack in ("Vi har modtaget din henvendelse [Ref. 2026-88]", "Automatisk kvittering",
+                "Kvittering for modtagelse af din henvendelse", "We have received your message",
+                "Eingangsbestätigung - Ihre Anfrage", "Fraværende: Re: byggesag",
+                "Wir haben Ihre Nachricht erhalten"):
         assert kinds(extract(ack, "", sender="a@b.dk"), "auto_reply") == ["true"], ack
     for human in ("Kvittering for betaling af regning", "Tak for svaret",
-                  "Har I modtaget min henvendelse?"):
+                  "Har I modtaget min henvendelse?", "Kvittering for modtagelse af hjælpemidler",
+                  "Modtagelseskvittering - underskrevet", "Ferie i uge 30 - pasning",
+                  "Vi har modtaget din e-mail, men mangler svar"):
         assert kinds(extract(human, "", sender="a@b.dk"), "auto_reply") == [], human
     assert kinds(extract("Din MitID udløber", "", sender="x@mitid-fornyelse.info",
                          knowledge=KNOW), "sender_kind") == ["lookalike", "foreign"]
