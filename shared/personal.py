@@ -26,8 +26,10 @@ CPR_MARK = "[CPR-nr.]"
 # Digits (or the mask's X) at word edges: a date of six digits, then four more. Deliberately
 # wider than the classifier's validated CPR pattern: a false alarm costs a few digits of title,
 # a miss puts a CPR number in front of everyone with access to the ESDH.
-_CPR = re.compile(r"(?<![0-9])[0-3][0-9][. ]?[01][0-9][. ]?[0-9]{2}[ -]?(?:[0-9]{4}|[xX]{4})"
-                  r"(?![0-9])")
+# Between date and serial any of the separators people and file names use: "010190-1234",
+# "010190 1234", "cpr_010190_1234.pdf", "010190/1234", "010190.1234", an en dash.
+_CPR = re.compile(r"(?<![0-9])[0-3][0-9][. ]?[01][0-9][. ]?[0-9]{2}[ ._/\u2013-]?"
+                  r"(?:[0-9]{4}|[xX]{4})(?![0-9])")
 
 
 def scrub_cpr(text: str, mark: str = CPR_MARK) -> str:

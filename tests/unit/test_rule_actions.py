@@ -129,3 +129,13 @@ def test_the_items_own_reference_is_kept_in_file_names_even_when_cpr_shaped() ->
     assert "0101901234" not in files[1].name and "0101901234" not in scrub_file_name(
         files[1].name)
     assert "0101901234" not in scrub_file_name("PF-0101901234 kopi.pdf")
+
+
+@pytest.mark.parametrize("name", ["cpr_010190_1234.pdf", "010190/1234.pdf", "010190–1234.pdf",
+                                  "010190.1234.pdf", "0101901234.pdf", "01 01 90-1234.pdf"])
+def test_cpr_numbers_with_any_separator_leave_file_names(name: str) -> None:
+    from services.journal.getorganized import file_name
+    from shared.personal import scrub_cpr, scrub_file_name
+
+    for masked in (scrub_cpr(name), scrub_file_name(name), file_name("k", name)):
+        assert "1234" not in masked, masked
