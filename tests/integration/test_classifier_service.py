@@ -74,6 +74,16 @@ async def pipeline(tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Pa
         await runtime.stop()
 
 
+async def submit(runtime: Runtime, event: ItemExtracted) -> None:
+    """The item's row as extraction leaves it, then its event on the bus."""
+    async with runtime.uow() as uow:
+        uow.session.add(Item(id=event.item_id, correlation_id=event.correlation_id,
+                             channel=event.channel.value, mailbox=event.mailbox,
+                             source_ref=f"t:{event.item_id}", state=ItemState.EXTRACTED.value))
+        await uow.commit()
+    await runtime.bus.publish(event)
+
+
 async def test_classifier_predicts_and_router_routes_on_it(
         tmp_path: Path, db_url: str, model_and_tenant: tuple[Path, Path]) -> None:
     async with pipeline(tmp_path, db_url, model_and_tenant, routing=True) as (runtime, seen):
@@ -84,12 +94,7 @@ async def test_classifier_predicts_and_router_routes_on_it(
                               subject="Parkeringsafgift - handicapkort",
                               sender={"name": "Karen Holm", "address": "karen.holm@mail.dk"},
                               text=text)
-        async with runtime.uow() as uow:
-            uow.session.add(Item(id=item_id, correlation_id=event.correlation_id,
-                                 channel="email", mailbox=event.mailbox, source_ref="t:1",
-                                 state=ItemState.EXTRACTED.value))
-            await uow.commit()
-        await runtime.bus.publish(event)
+        await submit(runtime, event)
 
         async def routed() -> bool:
             return any(isinstance(e, ItemRouted) for e in seen)
@@ -132,12 +137,7 @@ async def test_a_disguised_attachment_counts_only_when_it_is_the_items_own(
                               channel="email", mailbox="post@eksempelby.dk",
                               subject="Faktura?", text=text, attachments=tuple(files),
                               sender={"name": "Ole Berg", "address": "ole.berg@mail.dk"})
-        async with runtime.uow() as uow:
-            uow.session.add(Item(id=item_id, correlation_id=event.correlation_id,
-                                 channel="email", mailbox=event.mailbox, source_ref="t:2",
-                                 state=ItemState.EXTRACTED.value))
-            await uow.commit()
-        await runtime.bus.publish(event)
+        await submit(runtime, event)
 
         async def classified() -> bool:
             return any(isinstance(e, ItemClassified) for e in seen)
