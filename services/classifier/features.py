@@ -93,7 +93,7 @@ def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
                   tokens=" ".join(entity_tokens(doc, entities, index, cases)))
 
 
-def profile_inputs(text: str, unit: str) -> Inputs:
-    """A unit profile text as if it were an item that names the unit in every way."""
-    tokens = " ".join(f"unit_{how}_{unit}" for how in ("named", "case", "kle", "mailbox", "form"))
-    return Inputs(own=" ".join(lemmas(text)), own_raw=text.lower(), quoted="", tokens=tokens)
+def profile_inputs(text: str) -> Inputs:
+    """A unit profile text in the items' form. Only its words are read (UnitRanker.build):
+    what points at a unit (mailbox, KLE number, form, case) is a pair feature of the item."""
+    return Inputs(own=" ".join(lemmas(text)), own_raw=text.lower(), quoted="", tokens="")

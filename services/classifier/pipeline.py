@@ -93,5 +93,5 @@ class Classifier:
 
 def profile_examples(tenant: Tenant, plan: KlePlan | None, vocabulary: Vocabulary | None = None,
                      ) -> list[tuple[Inputs, str]]:
-    return [(profile_inputs(t, p.unit), p.unit) for p in unit_profiles(tenant, plan, vocabulary)
+    return [(profile_inputs(t), p.unit) for p in unit_profiles(tenant, plan, vocabulary)
             for t in p.texts]

@@ -9,11 +9,10 @@ from shared.tenant import Tenant
 
 from . import vocabulary
 from .document import LabelledItem
-from .features import Inputs
+from .features import Inputs, profile_inputs
 from .kle import KlePlan
 from .kle_model import KlePredictor
 from .knowledge import NOT_RELEVANT, load_plan, strip_party
-from .lemmas import lemmas
 from .model import train
 from .pipeline import Classifier, TrainedModel, profile_examples
 from .vocabulary import Vocabulary, topics_plan, with_vocabulary
@@ -44,7 +43,7 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
     abstain = frozenset(i.label.unit for i in items if i.label.unit not in known)
     routing, metrics = train(
         [(x, i.label.unit) for x, i in zip(xs, items, strict=True)],
-        profile_examples(tenant, plan, words) + _not_relevant_profile(classifier),
+        profile_examples(tenant, plan, words) + _not_relevant_profile(),
         groups=[i.group for i in items], target_precision=target_precision,
         abstain_labels=abstain, progress=progress)
     progress("KLE predictor")
@@ -58,7 +57,7 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
     return TrainedModel(routing, kle), metrics
 
 
-def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
+def _not_relevant_profile() -> list[tuple[Inputs, str]]:
     """What mail that needs no case work looks like, in general terms: automatic replies and
     reports, newsletters, marketing and phishing."""
 
@@ -75,6 +74,4 @@ def _not_relevant_profile(classifier: Classifier) -> list[tuple[Inputs, str]]:
              "registrering firmaregister opdatering oplysninger register årlig pris tilmelding",
              "nye kommentarer beskeder notifikationer følgere opslag se mere log ind",
              "reklame katalog produkter tilbud nyhed bestil gratis prøve forhandler")
-    tokens = ("has_auto_reply has_delivery_report has_read_receipt has_newsletter has_commercial "
-              "sender_lookalike")
-    return [(Inputs(" ".join(lemmas(t)), t, "", tokens), NOT_RELEVANT) for t in texts]
+    return [(profile_inputs(t), NOT_RELEVANT) for t in texts]
