@@ -4,35 +4,18 @@ configured (POSTFORDELER_MODEL_DIR), predicts its unit with a calibrated probabi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
-from shared.contracts import AttachmentRef, ItemClassified, ItemEvent, ItemExtracted, ItemState
+from shared.contracts import ItemClassified, ItemEvent, ItemExtracted, ItemState
 from shared.db import UnitOfWork
 from shared.errors import InvalidInput
 from shared.runtime import Consumer, Runtime
 
+from .attachments import own_files
 from .batching import Batcher
 from .document import Document
 from .entities import extract
 
 __all__ = ["extract", "start"]
-
-
-def own_files(attachments: Sequence[AttachmentRef]) -> tuple[str, ...]:
-    """The names of the files the sender sent, including those in a ZIP or winmail.dat, but
-    not the parts of a forwarded mail: those are what the writer asks about ("is this from
-    you?"), not what they sent."""
-
-    def forwarded(a: AttachmentRef) -> bool:
-        seen: set[int] = set()
-        while a.parent is not None and a.parent not in seen and 0 <= a.parent < len(attachments):
-            seen.add(a.parent)
-            a = attachments[a.parent]
-            if a.content_type == "message/rfc822":
-                return True
-        return False
-
-    return tuple(a.filename for a in attachments if not forwarded(a))
 
 
 async def start(runtime: Runtime) -> None:

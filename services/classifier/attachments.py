@@ -11,9 +11,9 @@ name or CPR number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from shared.contracts import Entity
+from shared.contracts import AttachmentRef, Entity
 
 # What opens as something other than a document: web pages, scripts, programs, disk images.
 _ACTIVE = frozenset({"htm", "html", "shtml", "xhtml", "svg", "hta", "js", "jse", "vbs", "vbe",
@@ -36,3 +36,20 @@ def attachment_signs(filenames: Iterable[str]) -> tuple[Entity, ...]:
     found = (disguised(name) for name in filenames)
     return tuple(Entity(kind="disguised_attachment", value=pair, source="attachment")
                  for pair in found if pair)
+
+
+def own_files(attachments: Sequence[AttachmentRef]) -> tuple[str, ...]:
+    """The names of the files the sender sent, including those in a ZIP or winmail.dat, but
+    not the parts of a forwarded mail: those are what the writer asks about ("is this from
+    you?"), not what they sent."""
+
+    def forwarded(a: AttachmentRef) -> bool:
+        seen: set[int] = set()
+        while a.parent is not None and a.parent not in seen and 0 <= a.parent < len(attachments):
+            seen.add(a.parent)
+            a = attachments[a.parent]
+            if a.content_type == "message/rfc822":
+                return True
+        return False
+
+    return tuple(a.filename for a in attachments if not forwarded(a))

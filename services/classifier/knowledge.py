@@ -125,14 +125,11 @@ def unit_profiles(tenant: Tenant, plan: KlePlan | None,
     profiles = []
     for unit in tenant.units.values():
         texts = [" ".join((unit.name, *unit.synonyms))]
-
-        def own(code: str, unit_id: str = unit.id) -> bool:
-            return owner_of_kle(tenant, code) == unit_id
-
         for prefix in unit.kle:
-            entries = [e for e in (plan.under(prefix) if plan else []) if own(e.code)]
-            words = {k: w for k, w in vocab.items()
-                     if (k == prefix or k.startswith(prefix + ".")) and own(k)}
+            entries = [e for e in (plan.under(prefix) if plan else [])
+                       if owner_of_kle(tenant, e.code) == unit.id]
+            words = {k: w for k, w in vocab.items() if (k == prefix or k.startswith(prefix + "."))
+                     and owner_of_kle(tenant, k) == unit.id}
             for group in sorted({e.group for e in entries if len(e.code) >= 5}
                                 | {k[:5] for k in words}):
                 texts.append(" ".join(words[group]) if group in words else " ".join(

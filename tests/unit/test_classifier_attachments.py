@@ -61,7 +61,7 @@ def test_documents_without_names_have_no_signs() -> None:
 
 
 def test_own_files_leave_out_what_a_forwarded_mail_carried() -> None:
-    from services.classifier import own_files
+    from services.classifier.attachments import own_files
     from shared.contracts import AttachmentRef, BlobRef
 
     blob = BlobRef(sha256="0" * 64, size=1, content_type="x")
