@@ -179,6 +179,9 @@ class Knowledge:
         return hits[0] if len(hits) == 1 else None
 
 
+_LONG_NAME = 200  # characters: see _longest_first
+
+
 def _longest_first(names: Iterable[str]) -> str:
     """An alternation of `names` that, like "a|b|..." with the longest names first, takes the
     longest name a text has at a position, factored on common prefixes ("birkevej (?:50|5)"):
@@ -214,9 +217,6 @@ def _longest_first(names: Iterable[str]) -> str:
     if not long:
         return factored
     return "(?:" + "|".join([*map(re.escape, long), *([factored] if trie else [])]) + ")"
-
-
-_LONG_NAME = 200
 
 
 def _names_clerk(text: str, lowered: str, clerk: str) -> bool:
