@@ -20,6 +20,7 @@ from typing import Any
 from shared.contracts import Entity
 from shared.personal import cpr_digest
 
+from .addressee import Addressees
 from .lemmas import lemma, tokens, word_spans, words
 from .signals import sender_signals
 
@@ -101,6 +102,8 @@ class Knowledge:
     register: tuple[RegisteredCase, ...] = ()
     # The installation's key for CPR fingerprints (shared/personal.py); None: no fingerprints.
     cpr_key: bytes | None = None
+    # Unit name words and clerks' names, for the units a letter greets (addressee.py).
+    addressees: Addressees = field(default_factory=Addressees)
 
     _by_suffix: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     # Every party, address and title phrase of the register in one pattern, and the cases
@@ -437,6 +440,9 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
         found += kle_numbers(text, source, k.kle_codes if k else None)
         if k is not None:
             found += phrases(text, k.phrases, source)
+    if k is not None:
+        found += (Entity(kind="addressee", value=u, source="body")
+                  for u in sorted(k.addressees.units(body)))
     found += sender_signals(subject, body, sender, auto_submitted=auto_submitted,
                             headers=headers or {},
                             own_domains=k.own_domains if k else frozenset())

@@ -23,7 +23,7 @@ from .lemmas import is_danish, lemma, lemmas, words
 from .parts import split_body
 
 _KIND = attrgetter("kind")
-_NAMING = frozenset({"sender_kind", "department", "case_number", "kle"})
+_NAMING = frozenset({"sender_kind", "department", "addressee", "case_number", "kle"})
 _FLAGS = ("licence_plate", "cpr", "cvr", "case_number", "case_candidate", "kle", "auto_reply",
           "delivery_report", "read_receipt", "newsletter", "commercial", "disguised_attachment")
 
@@ -63,6 +63,8 @@ def entity_tokens(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
             tokens.append(f"sender_{e.value}")
         elif e.kind == "department":
             tokens.append(f"unit_named_{e.value}")
+        elif e.kind == "addressee":
+            tokens.append(f"unit_addressed_{e.value}")
         elif e.kind == "case_number" and (owner := cases.get(e.value, (None, None))[0]):
             tokens.append(f"unit_case_{owner}")
         elif e.kind == "kle" and (owner := index.kle_owner(e.value)):

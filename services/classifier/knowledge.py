@@ -16,6 +16,7 @@ import yaml
 
 from shared.tenant import Tenant
 
+from .addressee import Addressees
 from .entities import (
     ESDH_PATTERNS,
     Knowledge,
@@ -97,6 +98,9 @@ def build_knowledge(tenant: Tenant, plan: KlePlan | None = None,
         phrases=compile_phrases(entries),
         own_domains=frozenset({tenant.municipality.domain.lower()}),
         cpr_key=cpr_key,
+        addressees=Addressees.build(
+            ((u.id, u.name, u.synonyms, [c.name for c in u.clerks]) for u in tenant.units.values()),
+            tenant.municipality.name),
     )
 
 

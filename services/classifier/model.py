@@ -29,7 +29,7 @@ from .vectors import transform
 
 QUOTED_WEIGHT = 0.3
 NOT_RELEVANT = "ikke-relevant"
-_POINTERS = ("named", "mailbox", "kle", "form", "case")
+_POINTERS = ("named", "addressed", "mailbox", "kle", "form", "case")
 # Entity tokens that say an item may need no case work (only meaningful for ikke-relevant).
 _NR_SIGNALS = ("has_newsletter", "has_commercial", "has_auto_reply", "sender_lookalike",
                "sender_foreign", "sender_authority", "sender_own", "no_text", "has_cpr",

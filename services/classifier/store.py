@@ -22,7 +22,8 @@ from shared.errors import ConfigurationError
 
 from .pipeline import TrainedModel
 
-FORMAT_VERSION = 5  # 5: disguised-attachment pair feature; 4: vectors stored terms-first
+# 6: "unit addressed" pointer; 5: disguised-attachment pair feature; 4: vectors terms-first
+FORMAT_VERSION = 6
 MODEL_FILE = "model.joblib"
 MANIFEST = "manifest.json"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "spacy", "spacy-lookups-data", "joblib")

@@ -192,6 +192,12 @@ def test_sales_offers_are_commercial_and_citizens_are_not() -> None:
     assert kinds(extract("Sommerpris på vejsalt", offer), "commercial") == ["true"]
     assert kinds(extract("Glat vej", "Der er ikke saltet på Bakkedraget. Afmeld min "
                          "tilmelding til storskrald."), "commercial") == []
+    # Advertising by post: delivery terms and a web shop.
+    letter = ("Med vores gavekoncept får hver medarbejder et gavekort til vores webshop. Priser "
+              "fra 250 kr. Gratis levering ved bestilling af mindst 50 gaver.")
+    assert kinds(extract("", letter), "commercial") == ["true"]
+    assert kinds(extract("Sofa", "Jeg har købt en sofa i en webshop og vil af med den gamle."),
+                 "commercial") == []
     # "afmelde" and "afmelding" are one sign, not two.
     assert kinds(extract("Afmelding af nummerplader", "Ophuggeren siger jeg selv skal afmelde "
                          "bilen."), "commercial") == []

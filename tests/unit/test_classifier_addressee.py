@@ -1,0 +1,70 @@
+"""Whom a letter greets or names in its recipient block (addressee.py)."""
+
+from __future__ import annotations
+
+from services.classifier.addressee import Addressees
+from services.classifier.document import Document
+from services.classifier.entities import Knowledge, extract
+from services.classifier.features import UnitIndex, entity_tokens
+
+BOOK = Addressees.build([
+    ("oekonomi", "Økonomi og Opkrævning", (), ["Carsten Hedegaard", "Nanna Skov"]),
+    ("hr", "HR og Løn", (), ["Pia Vestergaard", "Rasmus Olesen"]),
+    ("it", "IT og Digitalisering", (), ["Thomas Majholt"]),
+    ("vej-park", "Vej og Park", (), ["Hanne Nielsen", "Jens Rasmussen"]),
+    ("parkering", "Parkering og Trafik", (), ["Tobias Bendtsen", "Thomas Lund"]),
+    ("sundhed", "Sundhed og Omsorg", ("Visitationen",), ["Birgitte Egholm"]),
+    ("dagtilbud", "Dagtilbud og Pladsanvisning", (), []),
+    ("sekretariat", "Borgmester- og Direktionssekretariat", (), []),
+], municipality="Eksempelby Kommune")
+
+
+def test_greetings_name_a_unit_by_a_word_of_its_name() -> None:
+    assert BOOK.units("Hej Økonomi\n\nDenne faktura er kommet til os.") == {"oekonomi"}
+    assert BOOK.units("Dear HR team,\n\nI am writing about ...") == {"hr"}
+    assert BOOK.units("Hi IT,\nmy laptop is broken") == {"it"}
+    assert BOOK.units("Kære borgmester\n\nJeg skriver fordi ...") == {"sekretariat"}
+    # A longer word may begin with the name's word; the longer name word wins.
+    assert BOOK.units("Hej Pladsanvisningen\n") == {"dagtilbud"}
+    assert BOOK.units("Til Parkering\nJeg har fået en bøde") == {"parkering"}
+    assert BOOK.units("Til Eksempelby Kommune, opkrævningen\n") == {"oekonomi"}
+    # A synonym counts as the name does.
+    assert BOOK.units("Att.: Visitationen\n") == {"sundhed"}
+
+
+def test_clerks_by_full_name_or_a_name_no_other_clerk_has() -> None:
+    assert BOOK.units("Hej Hanne\n\nTak for sidst.") == {"vej-park"}
+    assert BOOK.units("Att.: Nanna Skov\n") == {"oekonomi"}
+    assert BOOK.units("Sehr geehrte Frau Egholm,\n") == {"sundhed"}
+    # Two clerks called Thomas: the first name alone points nowhere, the full name does.
+    assert BOOK.units("Hej Thomas\n") == set()
+    assert BOOK.units("Hej Thomas Lund\n") == {"parkering"}
+
+
+def test_a_letters_recipient_block_names_the_unit() -> None:
+    letter = ("Gudrun Mikkelsen\nMosevej 3\n7990 Eksempelby\n\nEksempelby Kommune\n"
+              "Økonomiafdelingen\nRådhustorvet 1\n7990 Eksempelby\n\nJeg har fået ...")
+    assert BOOK.units(letter) == {"oekonomi"}
+
+
+def test_only_the_opening_counts_not_sentences_or_quoted_mail() -> None:
+    # "Hej." greets no one; the unit named later in the sentence is not an addressee.
+    assert BOOK.units("Hej. Jeg har skrevet til Vej og Park før.\n") == set()
+    # An English sentence that begins with "To" is no recipient line.
+    assert BOOK.units("To avoid removal of your road data from the registry, settle the "
+                      "invoice for parking and HR services now.\n") == set()
+    # A forwarded message's header and old greeting belong to someone else.
+    assert BOOK.units("Kan I tage den?\n\nFra: borger@example.com\nTil: vejpark@eksempelby.dk"
+                      "\n\nHej Vej og Park\n") == set()
+    # Names further down the letter do not count.
+    body = "Hej\n" + "linje\n" * 25 + "Hej Økonomi\n"
+    assert BOOK.units(body) == set()
+
+
+def test_the_addressee_is_a_pointer_of_its_own() -> None:
+    know = Knowledge(addressees=BOOK)
+    found = extract("Stjålet pc", "Hej IT\n\nMin arbejds-pc er stjålet.", knowledge=know)
+    assert [e.value for e in found if e.kind == "addressee"] == ["it"]
+    doc = Document(subject="Stjålet pc", body="Hej IT\n\nMin arbejds-pc er stjålet.")
+    tokens = entity_tokens(doc, found, UnitIndex({}, (), {}), {})
+    assert "unit_addressed_it" in tokens
