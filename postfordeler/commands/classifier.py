@@ -129,16 +129,18 @@ def train_command(
         if corrections:
             labelled = _with_corrections(labelled)
         plan = KlePlan.from_json(kle_plan.read_text(encoding="utf-8")) if kle_plan else None
-        words = vocabulary.load(t.directory)  # read once: what is trained on is what is hashed
+        # Read once: what is trained on is what is hashed.
+        words, foreign = vocabulary.load(t.directory), vocabulary.languages(t.directory)
         steps = ["features", "held-out fold 1", "held-out fold 2", "held-out fold 3",
                  "held-out fold 4", "held-out fold 5", "final model", "KLE predictor"]
         with typer.progressbar(length=len(steps), label="training") as bar:
             model, metrics = train_model(t, labelled, plan=plan,
                                          target_precision=target_precision,
-                                         progress=lambda _step: bar.update(1), words=words)
+                                         progress=lambda _step: bar.update(1), words=words,
+                                         foreign=foreign)
         manifest = store.save(model, out, name=out.name, data_hash=data_hash(labelled),
                               metrics={**metrics, "items": len(labelled)}, tenant=str(tenant),
-                              vocabulary_hash=vocabulary.digest(words))
+                              vocabulary_hash=vocabulary.digest(words, foreign))
     except (ConfigurationError, InvalidInput, OSError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"wrote {out} ({len(labelled)} items, threshold {manifest['threshold']:.3f}, "

@@ -34,6 +34,8 @@ class Inputs:
     own_raw: str  # lower-cased text for character n-grams
     quoted: str  # lemmas of quoted replies and signature
     tokens: str  # entity tokens, space separated
+    # Written mostly in another language than Danish (a profile text: in another language).
+    foreign: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,16 @@ def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
     found = list(map(lemma, words_))  # lemmas(own), without finding the words twice
     # A letter mostly in another language gets the Danish words of its meaning too
     # (glossary.py); Danish mail keeps its own words only.
-    if words_ and sum(map(is_danish, words_)) < 0.5 * len(words_):
+    foreign = bool(words_) and sum(map(is_danish, words_)) < 0.5 * len(words_)
+    if foreign:
         found += [lemma(d) for w in words_ for d in danish(w)]
     return Inputs(own=" ".join(found), own_raw=own.lower(),
                   quoted=" ".join(lemmas(parts.quoted + "\n" + parts.signature)),
-                  tokens=" ".join(entity_tokens(doc, entities, index, cases)))
+                  tokens=" ".join(entity_tokens(doc, entities, index, cases)), foreign=foreign)
 
 
-def profile_inputs(text: str) -> Inputs:
+def profile_inputs(text: str, foreign: bool = False) -> Inputs:
     """A unit profile text in the items' form. Only its words are read (UnitRanker.build):
     what points at a unit (mailbox, KLE number, form, case) is a pair feature of the item."""
-    return Inputs(own=" ".join(lemmas(text)), own_raw=text.lower(), quoted="", tokens="")
+    return Inputs(own=" ".join(lemmas(text)), own_raw=text.lower(), quoted="", tokens="",
+                  foreign=foreign)

@@ -9,6 +9,7 @@ known by what the organisation says it does.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class UnitProfile:
     unit: str
     texts: tuple[str, ...]  # one short document per KLE group, case title, form, ...
     kle: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()  # KLE groups' and topics' words in other languages
 
 
 def load_plan(directory: Path) -> KlePlan | None:
@@ -119,7 +121,8 @@ def strip_party(title: str, party: str | None) -> str:
 
 
 def unit_profiles(tenant: Tenant, plan: KlePlan | None,
-                  vocabulary: Vocabulary | None = None) -> list[UnitProfile]:
+                  vocabulary: Vocabulary | None = None,
+                  languages: Mapping[str, Vocabulary] | None = None) -> list[UnitProfile]:
     """Per unit: its name, one text per KLE group it owns, one per topic, its case titles and
     its forms. A KLE group or topic is described by the vocabulary's everyday words where it
     has them, else by the plan's title and guidance. (KL's texts are written for filing, not
@@ -129,6 +132,8 @@ def unit_profiles(tenant: Tenant, plan: KlePlan | None,
     profiles = []
     for unit in tenant.units.values():
         texts = [" ".join((unit.name, *unit.synonyms))]
+        foreign = [" ".join(w) for lang in (languages or {}).values() for k, w in lang.items()
+                   if owner_of_kle(tenant, k) == unit.id]
         for prefix in unit.kle:
             entries = [e for e in (plan.under(prefix) if plan else [])
                        if owner_of_kle(tenant, e.code) == unit.id]
@@ -144,7 +149,8 @@ def unit_profiles(tenant: Tenant, plan: KlePlan | None,
         texts += [strip_party(c.title, c.party) for c in tenant.cases.values()
                   if c.unit == unit.id]
         texts += [f.title for f in tenant.forms.values() if f.route == unit.id]
-        profiles.append(UnitProfile(unit.id, tuple(t for t in texts if t.strip()), unit.kle))
+        profiles.append(UnitProfile(unit.id, tuple(t for t in texts if t.strip()), unit.kle,
+                                    tuple(t for t in foreign if t.strip())))
     return profiles
 
 

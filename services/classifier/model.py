@@ -38,6 +38,8 @@ PAIR_FEATURES = (
     "profile word", "profile chars", "best profile text word", "best profile text chars",
     "profile word (rel)", "profile chars (rel)", "best text word (rel)", "best text chars (rel)",
     "examples best", "examples top-3", "examples best (rel)", "has examples",
+    "foreign text word", "foreign text chars", "foreign text word (rel)",
+    "foreign text chars (rel)",
     *(f"unit {how}" for how in _POINTERS), "ikke-relevant",
     *(f"ikke-relevant & {s}" for s in _NR_SIGNALS))
 
@@ -118,15 +120,23 @@ class UnitRanker:
     text_owner: np.ndarray  # unit index of each profile text
     example_owner: np.ndarray  # unit index of each labelled item (-1: not a class)
     example_group: np.ndarray  # item file of each labelled item
+    # Which profile texts are in another language: only foreign items are compared with them.
+    text_foreign: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     weights: np.ndarray = field(default_factory=lambda: np.zeros(len(PAIR_FEATURES)))
     bias: float = 0.0
-    # Column indices of each unit's profile texts and examples (derived, see _groups).
+    # Column indices of each unit's profile texts (Danish, other languages) and examples
+    # (derived, see _groups).
     text_groups: np.ndarray = field(init=False, repr=False)
+    foreign_groups: np.ndarray = field(init=False, repr=False)
     example_groups: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         k = len(self.classes)
-        self.text_groups = _groups(self.text_owner, k)
+        foreign = (self.text_foreign if len(self.text_foreign) == len(self.text_owner)
+                   else np.zeros(len(self.text_owner), dtype=bool))
+        self.text_foreign = foreign
+        self.text_groups = _groups(np.where(foreign, -1, self.text_owner), k)
+        self.foreign_groups = _groups(np.where(foreign, self.text_owner, -1), k)
         self.example_groups = _groups(self.example_owner, k)
 
     @classmethod
@@ -139,7 +149,8 @@ class UnitRanker:
         char.fit([p.own for p, _ in profiles] + [x.own for x, _ in examples])
         by_unit: dict[str, list[str]] = {c: [] for c in classes}
         for p, u in profiles:
-            by_unit[u].append(p.own)
+            if not p.foreign:
+                by_unit[u].append(p.own)
         whole = [" ".join(by_unit[c]) for c in classes]
         texts = [p.own for p, _ in profiles]
         word_rows = sp.vstack([word.transform(whole), word.transform(texts),
@@ -147,7 +158,9 @@ class UnitRanker:
         char_rows = sp.vstack([char.transform(whole), char.transform(texts)])
         return cls(classes, word, char, terms_first(word_rows), terms_first(char_rows),
                    np.array([index[u] for _, u in profiles]),
-                   np.array([index.get(y, -1) for _, y in examples]), np.asarray(groups))
+                   np.array([index.get(y, -1) for _, y in examples], dtype=np.int64),
+                   np.asarray(groups),
+                   np.array([p.foreign for p, _ in profiles], dtype=bool))
 
     def features(self, xs: Sequence[Inputs], own_groups: Sequence[str] | None = None,
                  ) -> np.ndarray:
@@ -161,6 +174,13 @@ class UnitRanker:
         pw, pc = sw[:, :k], sc[:, :k]
         tw = _group_max(sw[:, k:texts], self.text_groups)
         tc = _group_max(sc[:, k:texts], self.text_groups)
+        # Texts in other languages are read for items in another language only, as features
+        # of their own: measured on the Danish texts' features, they moved Danish items too.
+        fw, fc = np.zeros_like(tw), np.zeros_like(tc)
+        foreign = np.nonzero([x.foreign for x in xs])[0]
+        if len(foreign) and self.text_foreign.any():
+            fw[foreign] = _group_max(sw[foreign, k:texts], self.foreign_groups)
+            fc[foreign] = _group_max(sc[foreign, k:texts], self.foreign_groups)
         ex = sw[:, texts:]
         if own_groups is not None:
             ex[np.asarray(own_groups)[:, None] == self.example_group[None, :]] = 0.0
@@ -188,7 +208,8 @@ class UnitRanker:
                 for j, s in enumerate(_NR_SIGNALS, start=1):
                     signals[i, nr, j] = float(s in toks)
         dense = np.stack([pw, pc, tw, tc, _relative(pw), _relative(pc), _relative(tw),
-                          _relative(tc), best, top3, _relative(best), has], axis=2)
+                          _relative(tc), best, top3, _relative(best), has,
+                          fw, fc, _relative(fw), _relative(fc)], axis=2)
         return np.concatenate([dense, pointers, signals], axis=2)
 
     def scores(self, feats: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ at start-up; `classify` does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.contracts import Entity
@@ -92,6 +92,8 @@ class Classifier:
 
 
 def profile_examples(tenant: Tenant, plan: KlePlan | None, vocabulary: Vocabulary | None = None,
+                     languages: Mapping[str, Vocabulary] | None = None,
                      ) -> list[tuple[Inputs, str]]:
-    return [(profile_inputs(t), p.unit) for p in unit_profiles(tenant, plan, vocabulary)
-            for t in p.texts]
+    profiles = unit_profiles(tenant, plan, vocabulary, languages)
+    return ([(profile_inputs(t), p.unit) for p in profiles for t in p.texts]
+            + [(profile_inputs(t, foreign=True), p.unit) for p in profiles for t in p.foreign])

@@ -22,8 +22,9 @@ from shared.errors import ConfigurationError
 
 from .pipeline import TrainedModel
 
-# 6: "unit addressed" pointer; 5: disguised-attachment pair feature; 4: vectors terms-first
-FORMAT_VERSION = 6
+# 7: profile texts in other languages; 6: "unit addressed" pointer; 5: disguised-attachment
+# pair feature; 4: vectors stored terms-first
+FORMAT_VERSION = 7
 MODEL_FILE = "model.joblib"
 MANIFEST = "manifest.json"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "spacy", "spacy-lookups-data", "joblib")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from shared.tenant import Tenant
 
@@ -30,11 +30,14 @@ def data_hash(items: Sequence[LabelledItem]) -> str:
 
 def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan | None = None,
                 target_precision: float = 0.97, progress: Callable[[str], None] = lambda _: None,
-                words: Vocabulary | None = None) -> tuple[TrainedModel, dict[str, float]]:
+                words: Vocabulary | None = None,
+                foreign: Mapping[str, Vocabulary] | None = None,
+                ) -> tuple[TrainedModel, dict[str, float]]:
     # The tenant's own kle.json when no plan is given (what `kle import --tenant` wrote).
     plan = plan if plan is not None else load_plan(tenant.directory)
     classifier = Classifier.from_tenant(tenant, plan=plan)
     words = words if words is not None else vocabulary.load(tenant.directory)
+    foreign = foreign if foreign is not None else vocabulary.languages(tenant.directory)
     progress("features")
     xs = classifier.training_inputs(items)
     known = set(tenant.units) | {NOT_RELEVANT}
@@ -43,7 +46,7 @@ def train_model(tenant: Tenant, items: Sequence[LabelledItem], *, plan: KlePlan 
     abstain = frozenset(i.label.unit for i in items if i.label.unit not in known)
     routing, metrics = train(
         [(x, i.label.unit) for x, i in zip(xs, items, strict=True)],
-        profile_examples(tenant, plan, words) + _not_relevant_profile(),
+        profile_examples(tenant, plan, words, foreign) + _not_relevant_profile(),
         groups=[i.group for i in items], target_precision=target_precision,
         abstain_labels=abstain, progress=progress)
     progress("KLE predictor")

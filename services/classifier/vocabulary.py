@@ -9,6 +9,15 @@ work, not from any tenant's items. A tenant adds its own words in `vocabulary.ya
 directory (same format). The words join the plan's keywords, so unit profiles and the KLE
 predictor both read them; without an imported plan they alone describe the KLE areas a unit
 owns.
+
+`vocabulary.en.yaml` and `vocabulary.de.yaml` name the same groups the way people write about
+them in English and German ("bin collection", "Sperrmüll"), for the expats, foreign workers,
+summer-house owners and companies who write in those languages (about an eighth of the sample
+municipality's mail). They become profile texts of their own that only mail mostly in another
+language is compared with (model.py); a tenant adds words in `vocabulary.<language>.yaml`.
+Measured by item file, English items' first choice improved (38 -> 40 of 52 right) and German
+(7 -> 9 of 10), the total stayed within noise (auto-routed 77.1% -> 76.5%, random folds
+75.6-79.2% -> 77.9-78.7%, at the same precision).
 """
 
 from __future__ import annotations
@@ -80,25 +89,43 @@ def parse(text: str, source: str) -> dict[str, tuple[str, ...]]:
     return result
 
 
+# Other languages of the mail, each in `vocabulary.<code>.yaml` beside the Danish one.
+LANGUAGES = ("en", "de")
+
+
 @cache
-def shipped() -> Vocabulary:
-    text = resources.files(__package__).joinpath("vocabulary.yaml").read_text(encoding="utf-8")
-    return parse(text, "services/classifier/vocabulary.yaml")
+def shipped(language: str = "") -> Vocabulary:
+    name = f"vocabulary.{language}.yaml" if language else "vocabulary.yaml"
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    return parse(text, f"services/classifier/{name}")
 
 
-def load(directory: Path | None = None) -> Vocabulary:
-    """The shipped vocabulary plus the tenant's own `vocabulary.yaml`, if it has one."""
-    merged = {k: list(v) for k, v in shipped().items()}
-    path = directory / "vocabulary.yaml" if directory is not None else None
+def load(directory: Path | None = None, language: str = "") -> Vocabulary:
+    """The shipped vocabulary plus the tenant's own `vocabulary.yaml`, if it has one (for
+    another `language`: `vocabulary.<language>.yaml`)."""
+    merged = {k: list(v) for k, v in shipped(language).items()}
+    name = f"vocabulary.{language}.yaml" if language else "vocabulary.yaml"
+    path = directory / name if directory is not None else None
     if path is not None and path.exists():
         for key, words in parse(path.read_text(encoding="utf-8"), str(path)).items():
             merged.setdefault(key, []).extend(words)
     return {k: tuple(dict.fromkeys(v)) for k, v in merged.items()}
 
 
-def digest(vocabulary: Vocabulary) -> str:
-    """sha256 of the words, for a model's manifest: which vocabulary a model learnt from."""
-    text = json.dumps({k: list(v) for k, v in sorted(vocabulary.items())}, ensure_ascii=False)
+def languages(directory: Path | None = None) -> dict[str, Vocabulary]:
+    """The vocabularies of the other languages (English, German): how people who write to the
+    municipality in them name the same subjects ("bin collection", "Sperrmüll")."""
+    return {lang: load(directory, lang) for lang in LANGUAGES}
+
+
+def digest(vocabulary: Vocabulary, languages: Mapping[str, Vocabulary] | None = None) -> str:
+    """sha256 of the words, for a model's manifest: which vocabulary a model learnt from
+    (with the other languages' words, when given)."""
+    data: dict[str, object] = {k: list(v) for k, v in sorted(vocabulary.items())}
+    if languages:
+        data = {"da": data, **{lang: {k: list(v) for k, v in sorted(words.items())}
+                               for lang, words in sorted(languages.items())}}
+    text = json.dumps(data, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

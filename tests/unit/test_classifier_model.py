@@ -43,7 +43,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_model_and_manifest(model_dir: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["format_version"] == store.FORMAT_VERSION
-    assert manifest["vocabulary_sha256"] == vocabulary.digest(vocabulary.load(TENANT))
+    assert manifest["vocabulary_sha256"] == vocabulary.digest(vocabulary.load(TENANT),
+                                                          vocabulary.languages(TENANT))
     assert set(manifest["libraries"]) >= {"scikit-learn", "numpy", "spacy"}
     assert len(manifest["training_data_sha256"]) == 64
     assert manifest["files"]["model.joblib"] == store._sha256(model_dir / "model.joblib")
@@ -115,3 +116,35 @@ def test_kle_import_rejects_invalid_xml() -> None:
         parse_emneplan((Path(CORPUS) / "kle" / "KLE-error-data.xml").read_bytes())
     with pytest.raises(InvalidInput):
         parse_emneplan(b"<html/>")
+
+
+def test_texts_in_other_languages_are_read_for_foreign_items_only() -> None:
+    from services.classifier.features import Inputs, profile_inputs
+    from services.classifier.model import PAIR_FEATURES, UnitRanker
+
+    profiles = [(profile_inputs("storskrald affaldsspand"), "affald"),
+                (profile_inputs("bulky waste bin collection", foreign=True), "affald"),
+                (profile_inputs("parkeringsbøde p-skive"), "parkering"),
+                (profile_inputs("parking fine parking ticket", foreign=True), "parkering")]
+    ranker = UnitRanker.build(["affald", "parkering"], profiles, [], [])
+    english = Inputs(own="my bin collection was missed", own_raw="", quoted="", tokens="",
+                     foreign=True)
+    danish = Inputs(own="bin collection storskrald", own_raw="", quoted="", tokens="")
+    feats = ranker.features([english, danish])
+    col = PAIR_FEATURES.index("foreign text word")
+    assert feats[0, 0, col] > 0 and feats[0, 1, col] == 0
+    assert feats[1, :, col].tolist() == [0.0, 0.0]
+    # The whole profile of a unit (its Danish texts) does not hold the other languages' words.
+    profile = PAIR_FEATURES.index("profile word")
+    assert feats[0, 0, profile] == 0
+
+
+def test_mail_mostly_in_another_language_is_foreign() -> None:
+    from services.classifier.document import Document
+    from services.classifier.features import UnitIndex, inputs
+
+    index = UnitIndex({}, (), {})
+    english = Document(subject="Missed bin collection", body="My bin was not emptied on Monday.")
+    danish = Document(subject="Skraldespand", body="Min skraldespand blev ikke tømt i mandags.")
+    assert inputs(english, (), index, {}).foreign
+    assert not inputs(danish, (), index, {}).foreign

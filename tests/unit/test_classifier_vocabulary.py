@@ -25,6 +25,28 @@ def test_shipped_vocabulary_is_valid_and_covers_the_sample_units_areas() -> None
         assert any(k == p or k.startswith(p + ".") for p in unit.kle for k in words), unit.id
 
 
+@pytest.mark.parametrize(("language", "generic"), [
+    ("en", "please question help municipality council application information email letter case "
+           "request thank thanks dear regarding problem issue contact office department service "
+           "citizen form payment"),
+    ("de", "bitte frage fragen gemeinde antrag information brief fall anfrage danke problem "
+           "kontakt amt abteilung hilfe kommune"),
+])
+def test_other_languages_name_the_same_areas_without_words_of_every_letter(
+        language: str, generic: str) -> None:
+    words = vocabulary.shipped(language)
+    assert set(words) <= set(vocabulary.shipped())  # the same KLE groups and topics
+    assert all(w == w.lower() and w.strip() for ws in words.values() for w in ws)
+    assert [(k, w) for k, ws in words.items() for w in ws if set(w.split()) <= set(generic.split())
+            ] == []
+
+
+def test_a_tenant_adds_words_in_another_language(tmp_path: Path) -> None:
+    (tmp_path / "vocabulary.en.yaml").write_text('"07.01": [Dustbin lorry]\n', encoding="utf-8")
+    assert "dustbin lorry" in vocabulary.languages(tmp_path)["en"]["07.01"]
+    assert vocabulary.languages(tmp_path)["de"] == vocabulary.load(None, "de")
+
+
 def test_shipped_vocabulary_has_no_words_of_every_letter() -> None:
     # "spørgsmål", "sag" and the like are in any mail: a unit whose words hold them outranks
     # the others on a two-line "I have a question about my case" (seen: 99% sure).
