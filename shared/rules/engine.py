@@ -290,6 +290,19 @@ def _marked(d: Decision, marks: list[tuple[Rule, str]]) -> Decision:
                    receipt_template=template if d.receipt else None)
 
 
+# Signs of mail no person wrote or that sells or phishes (services/classifier/signals.py,
+# attachments.py). The model may still route such an item (an authority's automatic notice is
+# work), but it does not answer it: a receipt to spam confirms the address, and one to an
+# automatic reply can start a loop. Rules that route such mail decide their own receipts.
+_UNANSWERED = frozenset({"commercial", "newsletter", "auto_reply", "delivery_report",
+                         "read_receipt", "disguised_attachment"})
+
+
+def _answerable(facts: Facts) -> bool:
+    return not any(e.kind in _UNANSWERED or (e.kind == "sender_kind" and e.value == "lookalike")
+                   for e in facts.entities)
+
+
 def _by_model(ruleset: RuleSet, facts: Facts, matched: Case | None, units: set[str],
               fallback_unit: str, not_relevant: str) -> Decision:
     p = facts.prediction
@@ -311,7 +324,10 @@ def _by_model(ruleset: RuleSet, facts: Facts, matched: Case | None, units: set[s
                 case_number = matched.case_number
             else:
                 journal = JournalAction.NEW_CASE
+        receipt = ruleset.model.receipt and _answerable(facts)
+        quiet = ("; no receipt: automatic or commercial mail"
+                 if ruleset.model.receipt and not receipt else "")
         return Decision(RouteOutcome.ROUTED, p.label, None, case_number, journal, p.kle,
-                        ruleset.model.receipt, (said + why,))
+                        receipt, (said + why + quiet,))
     return Decision(RouteOutcome.TRIAGE, fallback_unit, receipt=ruleset.fallback_receipt,
                     reasons=(reason,))

@@ -210,3 +210,17 @@ def test_yaml_round_trip_keeps_every_field() -> None:
                      "receipt_template": "t", "sensitive": True}, stop=False,
                     description="why"), model={"receipt": False})
     assert parse_yaml(dump_yaml(rs), "x") == rs
+
+
+def test_the_model_does_not_answer_automatic_or_commercial_mail() -> None:
+    rs = rules(rule({"keywords_any": "rotte"}), model={"receipt": True})
+    said = Prediction("borgerservice", 0.97, False)
+    d = ORG.decide(rs, facts("Pas", "Hvornår kan jeg hente mit pas?", prediction=said))
+    assert (d.unit, d.receipt) == ("borgerservice", True)
+    offer = ("Vi tilbyder pas-fotos til sommerpris: 99 kr. ekskl. moms. Tilbuddet gælder til "
+             "1. juli.")
+    d = ORG.decide(rs, facts("Pasfoto", offer, prediction=said))
+    assert (d.unit, d.receipt) == ("borgerservice", False)
+    assert "no receipt" in d.reasons[0]
+    d = ORG.decide(rs, facts("Automatisk svar: Pas", "Jeg er på ferie.", prediction=said))
+    assert d.receipt is False
