@@ -33,6 +33,10 @@ _GREETING = re.compile(
 _QUOTE = re.compile(r"^(?:>|-{2,}|_{5,}|(?:fra|from|von|sendt|sent|date|dato|til|to|an|cc|emne|"
                     r"subject|betreff)\s*:)", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+# "Nabokøbing Kommune" (or "Til Nabokøbing Kommune") as a line of its own: a municipality
+# in the recipient block or a greeting.
+_MUNICIPALITY = re.compile(r"^(?:(?:[Tt]il|[Aa]tt\.?:?)\s+)?"
+                           r"([A-ZÆØÅ][a-zæøå]+(?:[ -][A-ZÆØÅ][a-zæøå]+)?) [Kk]ommune\b")
 _STOP = frozenset({"og", "and", "und", "i", "for", "af", "the", "of"})
 _OPENING_LINES = 20
 
@@ -80,11 +84,8 @@ class Addressees:
         "Til", "Att.") and a letter's recipient block (the lines after the municipality's
         name up to its street address)."""
         out: list[str] = []
-        opening = [ln.strip() for ln in body.splitlines() if ln.strip()][:_OPENING_LINES]
         block = False
-        for line in opening:
-            if _QUOTE.match(line):
-                break
+        for line in _opening(body):
             lowered = line.lower()
             if self.municipality and lowered.rstrip(",") == self.municipality:
                 block = True
@@ -101,6 +102,21 @@ class Addressees:
                 # "Hej. Jeg har ..." greets no one: the addressee ends at a sentence's end.
                 out.append(re.split(r"[.!?]\s", m.group(1) + " ", maxsplit=1)[0][:80])
         return out
+
+    def elsewhere(self, body: str) -> str | None:
+        """Another municipality the letter is addressed to ("Nabokøbing Kommune / Byg og
+        Miljø"), when the opening lines do not name this one: mail that came here by mistake,
+        which only a person can send on. (A neighbour municipality writing to us names both.)"""
+        if not self.municipality:
+            return None
+        names = []
+        for line in _opening(body):
+            if self.municipality in line.lower():
+                return None
+            m = _MUNICIPALITY.match(line)
+            if m and m.group(1).lower() not in _GREETING_WORDS:
+                names.append(f"{m.group(1)} Kommune")
+        return names[0] if names else None
 
     def _by_name(self, ws: list[str]) -> set[str]:
         found: set[str] = set()
@@ -126,6 +142,21 @@ class Addressees:
                     found.add(unit)
                     break
         return found
+
+
+def _opening(body: str) -> list[str]:
+    """The first non-empty lines of `body`, up to a quoted message."""
+    out: list[str] = []
+    for line in (ln.strip() for ln in body.splitlines()):
+        if not line:
+            continue
+        if _QUOTE.match(line) or len(out) >= _OPENING_LINES:
+            break
+        out.append(line)
+    return out
+
+
+_GREETING_WORDS = frozenset({"hej", "kære", "til", "dear", "hi", "hello", "att", "attn"})
 
 
 def _words(text: str) -> list[str]:

@@ -443,6 +443,8 @@ def extract(subject: str, body: str, *, sender: str = "", sender_name: str = "",
     if k is not None:
         found += (Entity(kind="addressee", value=u, source="body")
                   for u in sorted(k.addressees.units(body)))
+        if elsewhere := k.addressees.elsewhere(body):
+            found.append(Entity(kind="other_municipality", value=elsewhere, source="body"))
     found += sender_signals(subject, body, sender, auto_submitted=auto_submitted,
                             headers=headers or {},
                             own_domains=k.own_domains if k else frozenset())

@@ -7,7 +7,7 @@ at start-up; `classify` does no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.contracts import Entity
 from shared.tenant import Tenant
@@ -80,7 +80,8 @@ class Classifier:
         if self.model is None:
             return [Classification(e, any(x.kind == "cpr" for x in e)) for e in found]
         xs = [self.inputs(d, e) for d, e in zip(docs, found, strict=True)]
-        predictions = self.model.routing.predict(xs)
+        predictions = [_misdirected(p, e) for p, e in
+                       zip(self.model.routing.predict(xs), found, strict=True)]
         kles: list[str | None] = [None] * len(docs)
         if self.model.kle is not None:
             kles = self.model.kle.predict(xs, [p.label for p in predictions])
@@ -89,6 +90,15 @@ class Classifier:
 
     def training_inputs(self, items: Sequence[LabelledItem]) -> list[Inputs]:
         return [self.inputs(i.document, self.entities(i.document)) for i in items]
+
+
+def _misdirected(p: ModelPrediction, entities: tuple[Entity, ...]) -> ModelPrediction:
+    """A letter addressed to another municipality goes to a person, who sends it on, however
+    sure the model is of the unit that would handle its subject here."""
+    other = next((e.value for e in entities if e.kind == "other_municipality"), None)
+    if other is None:
+        return p
+    return replace(p, abstain=True, explanation=(f"addressed to {other}", *p.explanation))
 
 
 def profile_examples(tenant: Tenant, plan: KlePlan | None, vocabulary: Vocabulary | None = None,

@@ -68,3 +68,17 @@ def test_the_addressee_is_a_pointer_of_its_own() -> None:
     doc = Document(subject="Stjålet pc", body="Hej IT\n\nMin arbejds-pc er stjålet.")
     tokens = entity_tokens(doc, found, UnitIndex({}, (), {}), {})
     assert "unit_addressed_it" in tokens
+
+
+def test_a_letter_to_another_municipality_is_named() -> None:
+    letter = ("Hans-Erik Toft\nSkovbrynet 19\n7992 Nabokøbing\n\nNabokøbing Kommune\nByg og Miljø\n"
+              "Torvet 2\n7992 Nabokøbing\n\nVedr. jeres j.nr. 26/08813")
+    assert BOOK.elsewhere(letter) == "Nabokøbing Kommune"
+    assert BOOK.elsewhere("Til Nabokøbing Kommune\n\nJeg flytter ...") == "Nabokøbing Kommune"
+    # A neighbour municipality writing to us names both; a greeting is no municipality.
+    assert BOOK.elsewhere("Nabokøbing Kommune\nJobcenter\n\nEksempelby Kommune\nJobcentret\n"
+                          "Rådhustorvet 1") is None
+    assert BOOK.elsewhere("Hej kommune\nJeg har et spørgsmål") is None
+    know = Knowledge(addressees=BOOK)
+    assert [e.value for e in extract("", letter, knowledge=know)
+            if e.kind == "other_municipality"] == ["Nabokøbing Kommune"]

@@ -148,3 +148,15 @@ def test_mail_mostly_in_another_language_is_foreign() -> None:
     danish = Document(subject="Skraldespand", body="Min skraldespand blev ikke tømt i mandags.")
     assert inputs(english, (), index, {}).foreign
     assert not inputs(danish, (), index, {}).foreign
+
+
+def test_a_letter_to_another_municipality_is_left_to_a_person(model_dir: Path) -> None:
+    from services.classifier.document import Document
+    from services.classifier.pipeline import Classifier
+    from shared.tenant import Tenant
+
+    clf = Classifier.from_tenant(Tenant(TENANT), model=store.load(model_dir)[0])
+    body = ("Hans Toft\nSkovbrynet 19\n7992 Nabokøbing\n\nNabokøbing Kommune\nParkering\n"
+            "Torvet 2\n7992 Nabokøbing\n\nJeg klager over min parkeringsafgift.")
+    p = clf.classify(Document(subject="", body=body, channel="scan")).prediction
+    assert p is not None and p.abstain and p.explanation[0] == "addressed to Nabokøbing Kommune"
