@@ -79,6 +79,14 @@ class Addressees:
             found |= self._by_name(ws) | self._by_clerk(ws)
         return found
 
+    def words(self, body: str) -> list[str]:
+        """The words of the addressee lines that could name a part of the organisation: not
+        the municipality's name, "kommunen", "Rådhuset" or "Dear Sir or Madam", which every
+        unit shares (measured: "Til kommunen" alone sent letters to the secretariat)."""
+        skip = _NOBODY | set(_words(self.municipality))
+        return [w for line in self.lines(body) for w in _words(line)
+                if w not in skip and lemma(w) not in skip]
+
     def lines(self, body: str) -> list[str]:
         """The addressee parts of the opening lines: what follows a greeting ("Hej", "Dear",
         "Til", "Att.") and a letter's recipient block (the lines after the municipality's
@@ -156,6 +164,11 @@ def _opening(body: str) -> list[str]:
     return out
 
 
+_NOBODY = frozenset({
+    "kommune", "kommunen", "kommunes", "rådhus", "rådhuset", "rette", "vedkommende", "alle",
+    "jer", "i", "dig", "du", "sir", "madam", "or", "to", "whom", "it", "may", "concern", "team",
+    "there", "all", "damen", "und", "herren", "frau", "herr", "municipality", "council",
+    "gemeinde", "kommunalverwaltung", "postkasse", "post"})
 _GREETING_WORDS = frozenset({"hej", "kære", "til", "dear", "hi", "hello", "att", "attn"})
 
 

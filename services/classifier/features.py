@@ -10,7 +10,7 @@ items of: unit profiles carry the same tokens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
@@ -36,6 +36,9 @@ class Inputs:
     tokens: str  # entity tokens, space separated
     # Written mostly in another language than Danish (a profile text: in another language).
     foreign: bool = False
+    # Lemmas of the addressee lines ("Kreditorbogholderiet", "Att.: Visitationen"), see
+    # addressee.py: compared with the units' profiles on their own.
+    addressee: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ def entity_tokens(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
 
 
 def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
-           cases: Mapping[str, tuple[str | None, str | None]]) -> Inputs:
+           cases: Mapping[str, tuple[str | None, str | None]],
+           addressee: Sequence[str] = ()) -> Inputs:
     parts = split_body(doc.body)
     own = "\n".join((doc.subject, parts.own, *doc.attachments))
     words_ = words(own)
@@ -95,7 +99,8 @@ def inputs(doc: Document, entities: tuple[Entity, ...], index: UnitIndex,
         found += [lemma(d) for w in words_ for d in danish(w)]
     return Inputs(own=" ".join(found), own_raw=own.lower(),
                   quoted=" ".join(lemmas(parts.quoted + "\n" + parts.signature)),
-                  tokens=" ".join(entity_tokens(doc, entities, index, cases)), foreign=foreign)
+                  tokens=" ".join(entity_tokens(doc, entities, index, cases)), foreign=foreign,
+                  addressee=" ".join(lemmas(" ".join(addressee))))
 
 
 def profile_inputs(text: str, foreign: bool = False) -> Inputs:

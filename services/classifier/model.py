@@ -39,7 +39,7 @@ PAIR_FEATURES = (
     "profile word (rel)", "profile chars (rel)", "best text word (rel)", "best text chars (rel)",
     "examples best", "examples top-3", "examples best (rel)", "has examples",
     "foreign text word", "foreign text chars", "foreign text word (rel)",
-    "foreign text chars (rel)",
+    "foreign text chars (rel)", "addressee profile word", "addressee profile word (rel)",
     *(f"unit {how}" for how in _POINTERS), "ikke-relevant",
     *(f"ikke-relevant & {s}" for s in _NR_SIGNALS))
 
@@ -207,9 +207,16 @@ class UnitRanker:
                 signals[i, nr, 0] = 1.0
                 for j, s in enumerate(_NR_SIGNALS, start=1):
                     signals[i, nr, j] = float(s in toks)
+        # The addressee lines alone against each unit's whole profile: "Visitationen" and
+        # "Kreditorbogholderiet" are words of a unit's vocabulary, not of its name.
+        aw = np.zeros_like(pw)
+        addressed = [i for i, x in enumerate(xs) if x.addressee]
+        if addressed:
+            lines = transform(self.word, [xs[i].addressee for i in addressed])
+            aw[addressed] = similarity(lines, self.word_rows)[:, :k]
         dense = np.stack([pw, pc, tw, tc, _relative(pw), _relative(pc), _relative(tw),
                           _relative(tc), best, top3, _relative(best), has,
-                          fw, fc, _relative(fw), _relative(fc)], axis=2)
+                          fw, fc, _relative(fw), _relative(fc), aw, _relative(aw)], axis=2)
         return np.concatenate([dense, pointers, signals], axis=2)
 
     def scores(self, feats: np.ndarray) -> np.ndarray:

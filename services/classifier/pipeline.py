@@ -70,7 +70,8 @@ class Classifier:
         return found + attachment_signs(doc.attachment_names)
 
     def inputs(self, doc: Document, entities: tuple[Entity, ...]) -> Inputs:
-        return inputs(doc, entities, self.index, self.knowledge.cases)
+        return inputs(doc, entities, self.index, self.knowledge.cases,
+                      self.knowledge.addressees.words(doc.body))
 
     def classify(self, doc: Document) -> Classification:
         return self.classify_many([doc])[0]

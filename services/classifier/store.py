@@ -22,9 +22,9 @@ from shared.errors import ConfigurationError
 
 from .pipeline import TrainedModel
 
-# 7: profile texts in other languages; 6: "unit addressed" pointer; 5: disguised-attachment
-# pair feature; 4: vectors stored terms-first
-FORMAT_VERSION = 7
+# 8: addressee lines against profiles; 7: profile texts in other languages; 6: "unit
+# addressed" pointer; 5: disguised-attachment pair feature; 4: vectors stored terms-first
+FORMAT_VERSION = 8
 MODEL_FILE = "model.joblib"
 MANIFEST = "manifest.json"
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "spacy", "spacy-lookups-data", "joblib")

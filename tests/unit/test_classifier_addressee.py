@@ -82,3 +82,29 @@ def test_a_letter_to_another_municipality_is_named() -> None:
     know = Knowledge(addressees=BOOK)
     assert [e.value for e in extract("", letter, knowledge=know)
             if e.kind == "other_municipality"] == ["Nabokøbing Kommune"]
+
+
+def test_the_addressee_words_leave_out_what_every_unit_shares() -> None:
+    letter = "Eksempelby Kommune\nKreditorbogholderiet\nRådhustorvet 1\n7990 Eksempelby\n"
+    assert BOOK.words(letter) == ["kreditorbogholderiet"]
+    assert BOOK.words("Til kommunen\n\nJeg skriver fordi ...") == []
+    assert BOOK.words("Dear Sir or Madam,\n") == []
+    assert BOOK.words("Til Eksempelby Kommune, Rådhuset\n") == []
+
+
+def test_the_addressee_lines_are_compared_with_the_profiles() -> None:
+    from services.classifier.features import Inputs, profile_inputs
+    from services.classifier.model import PAIR_FEATURES, UnitRanker
+
+    ranker = UnitRanker.build(["oekonomi", "sundhed"],
+                              [(profile_inputs("faktura kreditorbogholderiet rykker"), "oekonomi"),
+                               (profile_inputs("faktura betaling"), "oekonomi"),
+                               (profile_inputs("visitationen hjemmehjælp"), "sundhed"),
+                               (profile_inputs("visitationen rengøring"), "sundhed")], [], [])
+    col = PAIR_FEATURES.index("addressee profile word")
+    item = Inputs(own="vi rykke for betaling", own_raw="", quoted="", tokens="",
+                  addressee="kreditorbogholderiet")
+    plain = Inputs(own="vi rykke for betaling", own_raw="", quoted="", tokens="")
+    feats = ranker.features([item, plain])
+    assert feats[0, 0, col] > 0 and feats[0, 1, col] == 0
+    assert feats[1, :, col].tolist() == [0.0, 0.0]
