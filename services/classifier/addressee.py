@@ -39,6 +39,10 @@ _MUNICIPALITY = re.compile(r"^(?:(?:[Tt]il|[Aa]tt\.?:?)\s+)?"
                            r"([A-ZÆØÅ][a-zæøå]+(?:[ -][A-ZÆØÅ][a-zæøå]+)?) [Kk]ommune\b")
 _STOP = frozenset({"og", "and", "und", "i", "for", "af", "the", "of"})
 _OPENING_LINES = 20
+# "Til Eksempelby Kommune, Social og Handicap (voksne)" is seven words; "Dear HR team",
+# "Hej Hanne Nielsen" or "Sehr geehrte Frau Egholm" fewer.
+_RECIPIENT_WORDS = 7
+_GREETED_WORDS = 4
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,12 @@ class Addressees:
             m = _GREETING.match(line)
             # "Til"/"To" also open sentences ("To avoid ..."): a recipient line is short.
             if m and (len(line) <= 60 or not lowered.startswith(("til", "to "))):
-                # "Hej. Jeg har ..." greets no one: the addressee ends at a sentence's end.
-                out.append(re.split(r"[.!?]\s", m.group(1) + " ", maxsplit=1)[0][:80])
+                # "Hej. Jeg har ..." greets no one: the addressee ends at a sentence's end,
+                # and a name is a few words ("Hej her er det brev jeg fik" is a sentence).
+                who = re.split(r"[.!?]\s", m.group(1) + " ", maxsplit=1)[0][:80].strip()
+                recipient = lowered.startswith(("til", "to ", "att"))
+                if len(who.split()) <= (_RECIPIENT_WORDS if recipient else _GREETED_WORDS):
+                    out.append(who)
         return out
 
     def elsewhere(self, body: str) -> str | None:

@@ -214,6 +214,8 @@ class UnitRanker:
         if addressed:
             lines = transform(self.word, [xs[i].addressee for i in addressed])
             aw[addressed] = similarity(lines, self.word_rows)[:, :k]
+            if NOT_RELEVANT in self.classes:  # a part of the organisation, which it is not
+                aw[:, self.classes.index(NOT_RELEVANT)] = 0.0
         dense = np.stack([pw, pc, tw, tc, _relative(pw), _relative(pc), _relative(tw),
                           _relative(tc), best, top3, _relative(best), has,
                           fw, fc, _relative(fw), _relative(fc), aw, _relative(aw)], axis=2)

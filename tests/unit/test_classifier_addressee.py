@@ -108,3 +108,9 @@ def test_the_addressee_lines_are_compared_with_the_profiles() -> None:
     feats = ranker.features([item, plain])
     assert feats[0, 0, col] > 0 and feats[0, 1, col] == 0
     assert feats[1, :, col].tolist() == [0.0, 0.0]
+
+
+def test_a_sentence_after_a_greeting_is_no_addressee() -> None:
+    assert BOOK.lines("Hej her er det brev jeg fik. Hvad betyder det\n") == []
+    assert BOOK.lines("Til Eksempelby Kommune, Social og Handicap (voksne)\n") == [
+        "Eksempelby Kommune, Social og Handicap (voksne)"]
