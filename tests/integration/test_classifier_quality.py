@@ -38,7 +38,7 @@ def report() -> dict[str, object]:
 def test_unseen_units_route_precisely_or_abstain(report: dict[str, float]) -> None:
     assert report["n"] == 80
     assert report["auto_precision"] >= 0.97, report
-    assert report["auto_rate"] >= 0.7, report
+    assert report["auto_rate"] >= 0.78, report  # 82.5% measured
 
 
 def test_case_references_reach_the_clerk(report: dict[str, float]) -> None:
