@@ -132,9 +132,11 @@ class UnitRanker:
 
     def __post_init__(self) -> None:
         k = len(self.classes)
-        foreign = (self.text_foreign if len(self.text_foreign) == len(self.text_owner)
-                   else np.zeros(len(self.text_owner), dtype=bool))
-        self.text_foreign = foreign
+        if len(self.text_foreign) == 0:
+            self.text_foreign = np.zeros(len(self.text_owner), dtype=bool)
+        elif len(self.text_foreign) != len(self.text_owner):
+            raise ValueError("text_foreign needs one flag per profile text")
+        foreign = self.text_foreign
         self.text_groups = _groups(np.where(foreign, -1, self.text_owner), k)
         self.foreign_groups = _groups(np.where(foreign, self.text_owner, -1), k)
         self.example_groups = _groups(self.example_owner, k)

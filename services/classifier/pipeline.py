@@ -18,7 +18,7 @@ from .entities import Knowledge, extract
 from .features import Inputs, UnitIndex, inputs, profile_inputs
 from .kle import KlePlan
 from .kle_model import KlePredictor
-from .knowledge import build_knowledge, load_plan, unit_profiles
+from .knowledge import NOT_RELEVANT, build_knowledge, load_plan, unit_profiles
 from .model import ModelPrediction, RoutingModel
 from .vocabulary import Vocabulary
 
@@ -97,7 +97,7 @@ def _misdirected(p: ModelPrediction, entities: tuple[Entity, ...]) -> ModelPredi
     """A letter addressed to another municipality goes to a person, who sends it on, however
     sure the model is of the unit that would handle its subject here."""
     other = next((e.value for e in entities if e.kind == "other_municipality"), None)
-    if other is None:
+    if other is None or p.label == NOT_RELEVANT:  # spam is spam wherever it is addressed
         return p
     return replace(p, abstain=True, explanation=(f"addressed to {other}", *p.explanation))
 

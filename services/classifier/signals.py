@@ -44,17 +44,18 @@ _COMMERCIAL = re.compile(
     r"ekskl\.? moms|excl\.? vat|tilbuddet gælder|early bird|uforpligtende tilbud|"
     r"tilmelding (?:på|via|her)|tilmeld dig|sommerpris|kampagnepris|rabatkode|webinar|"
     r"afmeld(?:e|ing)?\b|unsubscribe|bestil (?:før|inden)|invitation:|"
-    # Advertising by post: delivery terms, a catalogue, a web shop.
-    r"gratis levering|fri fragt|free (?:shipping|delivery)|priser fra|ved bestilling af|"
-    r"bestil (?:nu|i dag)|order (?:now|today)|katalog(?:et)? på|webshop|special offer")
+    # Advertising by post: delivery terms, a catalogue, a web shop (not "priser fra" or "ved
+    # bestilling af", which citizens write about their own purchases).
+    r"gratis levering|fri fragt|free (?:shipping|delivery)|bestil (?:nu|i dag)|"
+    r"order (?:now|today)|katalog(?:et)? på|webshop|special offer")
 # (all on lower-case text)
 # How each of those begins: most mail has none of them, and a few substring tests are
 # cheaper than the scan.
 _COMMERCIAL_STARTS = ("eksk", "excl", "tilbuddet", "early bird", "uforpligtende", "tilmeld",
                       "sommerpris", "kampagnepris", "rabatkode", "webinar", "afmeld",
                       "unsubscribe", "bestil ", "invitation:", "gratis levering", "fri fragt",
-                      "free ", "priser fra", "ved bestilling", "order ", "katalog", "webshop",
-                      "special offer")
+                      "free shipping", "free delivery", "order now", "order today", "katalog",
+                      "webshop", "special offer")
 # Danish public authorities that write to municipalities; a tenant may add its own.
 AUTHORITY_DOMAINS = frozenset({
     "udbetaling.dk", "skat.dk", "sktst.dk", "borger.dk", "politi.dk", "ast.dk", "star.dk",

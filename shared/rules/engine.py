@@ -329,5 +329,5 @@ def _by_model(ruleset: RuleSet, facts: Facts, matched: Case | None, units: set[s
                  if ruleset.model.receipt and not receipt else "")
         return Decision(RouteOutcome.ROUTED, p.label, None, case_number, journal, p.kle,
                         receipt, (said + why + quiet,))
-    return Decision(RouteOutcome.TRIAGE, fallback_unit, receipt=ruleset.fallback_receipt,
-                    reasons=(reason,))
+    return Decision(RouteOutcome.TRIAGE, fallback_unit,
+                    receipt=ruleset.fallback_receipt and _answerable(facts), reasons=(reason,))

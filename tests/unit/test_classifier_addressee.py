@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.classifier.addressee import Addressees
 from services.classifier.document import Document
 from services.classifier.entities import Knowledge, extract
@@ -114,3 +116,50 @@ def test_a_sentence_after_a_greeting_is_no_addressee() -> None:
     assert BOOK.lines("Hej her er det brev jeg fik. Hvad betyder det\n") == []
     assert BOOK.lines("Til Eksempelby Kommune, Social og Handicap (voksne)\n") == [
         "Eksempelby Kommune, Social og Handicap (voksne)"]
+
+
+@pytest.mark.parametrize("body", [
+    "To whom it may concern,\n\nI would like to ask about my parking permit.",
+    "Hi, is it possible to get a new bin?",
+    "Hej, jeg hedder Hanne og bor på Mosevej 3.",
+    "Hej, jeg vil gerne bo i kommunen.",
+    "Hi, I am writing regarding my parking fine",
+    "Til lykke med den nye skole!",
+    "To af mine børn går i skole her.",
+    "Hej - jeg har et spørgsmål om min løn.",
+    # An employee's signature and a municipality line before body text are no recipient block.
+    "Hej\n\nKan I se på det?\n\nMvh\nHanne Nielsen\nEksempelby Kommune\nVej og Park\n",
+    "Eksempelby Kommune\nJeg skriver fordi min nabo har bygget et skur ved vejen og nu kan jeg "
+    "ikke komme frem med bilen\n",
+])
+def test_sentences_signatures_and_function_words_address_no_one(body: str) -> None:
+    assert BOOK.units(body) == set()
+
+
+def test_titles_memo_lines_and_capitals() -> None:
+    # "hr." is a title, not HR; the dot after it ends no sentence.
+    assert BOOK.units("Kære hr. Nielsen\n\nTak for brevet.") == {"vej-park"}
+    assert "hr" not in BOOK.words("Kære hr. Nielsen\n")
+    assert BOOK.units("Til: Økonomiafdelingen\nFra: Hans Jensen\n") == {"oekonomi"}
+    assert BOOK.units("Til Eksempelby Kommune\nAtt. Pladsanvisningen\n") == {"dagtilbud"}
+    # Short name words count in capitals only; clerks' names capitalised.
+    assert BOOK.units("Hej it-afdelingen\n") == set()
+    assert BOOK.units("Hej hanne\n") == set()
+
+
+def test_the_municipalitys_own_name_names_no_unit() -> None:
+    book = Addressees.build([("job", "Jobcenter Eksempelby", (), [])], "Eksempelby Kommune")
+    assert book.units("Til Eksempelby Kommune\n") == set()
+    assert book.units("Til Jobcenter Eksempelby\n") == {"job"}
+
+
+def test_a_long_body_is_read_only_at_its_opening() -> None:
+    body = "Eksempelby Kommune\n" + ("ord " * 250_000)
+    assert BOOK.units(body) == set() and BOOK.elsewhere(body) is None
+
+
+def test_another_municipality_only_as_an_addressee() -> None:
+    assert BOOK.elsewhere("Kære Nabokøbing Kommune\n") == "Nabokøbing Kommune"
+    assert BOOK.elsewhere("Nabokøbing\xa0Kommune\nByg og Miljø\n") == "Nabokøbing Kommune"
+    assert BOOK.elsewhere("Hej\n\nNabokøbing Kommune har sendt mig videre til jer.") is None
+    assert BOOK.elsewhere("Hejsa Kommune\n") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def test_other_languages_name_the_same_areas_without_words_of_every_letter(
     assert all(w == w.lower() and w.strip() for ws in words.values() for w in ws)
     assert [(k, w) for k, ws in words.items() for w in ws if set(w.split()) <= set(generic.split())
             ] == []
+    # An entry under five groups or more tells none of them apart.
+    counts = Counter(w for ws in words.values() for w in set(ws))
+    assert sorted(w for w, n in counts.items() if n >= 5) == []
 
 
 def test_a_tenant_adds_words_in_another_language(tmp_path: Path) -> None:
@@ -159,3 +163,15 @@ def test_without_a_plan_the_kle_topics_come_from_the_vocabulary() -> None:
     assert {c: e.keywords for c, e in topics.entries.items()} == {
         "07.18.10": ("sofa",), "07.18.00": ("storskrald",), "05.09.00": ("p-bøde", "p-skive")}
     assert vocabulary.topics_plan({}) is None
+
+
+def test_every_vocabulary_file_is_packaged() -> None:
+    # A non-editable install (the container image) carries only what pyproject names.
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = data["tool"]["setuptools"]["package-data"]["services.classifier"]
+    for path in (root / "services" / "classifier").glob("vocabulary*.yaml"):
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name

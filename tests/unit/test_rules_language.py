@@ -224,3 +224,11 @@ def test_the_model_does_not_answer_automatic_or_commercial_mail() -> None:
     assert "no receipt" in d.reasons[0]
     d = ORG.decide(rs, facts("Automatisk svar: Pas", "Jeg er på ferie.", prediction=said))
     assert d.receipt is False
+
+
+def test_triage_does_not_answer_commercial_mail_either() -> None:
+    rs = rules(rule({"keywords_any": "rotte"}), fallback_receipt=True)
+    offer = ("Vi tilbyder pas-fotos til sommerpris: 99 kr. ekskl. moms. Tilbuddet gælder til "
+             "1. juli.")
+    assert ORG.decide(rs, facts("Pasfoto", offer)).receipt is False
+    assert ORG.decide(rs, facts("Pas", "Hvornår kan jeg hente mit pas?")).receipt is True
