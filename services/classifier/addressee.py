@@ -35,12 +35,15 @@ from functools import lru_cache
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from spacy.lang.da.stop_words import STOP_WORDS as DANISH_STOP_WORDS
 
-from .lemmas import lemma
+from .lemmas import lemma, words_as_written
+from .lemmas import words as lower_words
 
-_GREETING = re.compile(
-    r"^(?P<word>hej|hejsa|hey|hi|hello|dear|kære|til|to|attention|att|attn|sehr geehrte[rs]?|"
-    r"liebe[rs]?|guten tag|dzień dobry|szanowni państwo)\b(?P<rest>.*)$", re.IGNORECASE)
+# The opening words of a greeting line, and of those the recipient lines' ("Til", "Att.").
 _RECIPIENT = ("til", "to", "att", "attn", "attention")
+_GREETING_WORDS = ("hej", "hejsa", "hey", "hi", "hello", "dear", "kære", *_RECIPIENT)
+_GREETING = re.compile(
+    rf"^(?P<word>{'|'.join(_GREETING_WORDS)}|sehr geehrte[rs]?|liebe[rs]?|guten tag|"
+    r"dzień dobry|szanowni państwo)\b(?P<rest>.*)$", re.IGNORECASE)
 # Where a quoted or forwarded message begins: its lines are someone else's.
 _QUOTE = re.compile(r"^(?:>|-{2,}|_{5,}|(?:fra|from|von|sendt|sent|date|dato|cc|emne|subject|"
                     r"betreff)\s*:)", re.IGNORECASE)
@@ -48,7 +51,6 @@ _CLOSING = re.compile(r"^(?:mvh|med venlig hilsen|venlig hilsen|de bedste hilsne
                       r"kind regards|best regards|regards|mit freundlichen grüßen|mfg)\b",
                       re.IGNORECASE)
 _ABBREVIATION = re.compile(r"\b(hr|fr|frk|mr|mrs|ms|dr|att|st)\.", re.IGNORECASE)
-_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 _CONNECTORS = frozenset({"og", "and", "und", "i", "for", "af", "the", "of"})
 _FUNCTION_WORDS = (frozenset(DANISH_STOP_WORDS) | ENGLISH_STOP_WORDS
                    | {"ich", "wir", "sie", "der", "die", "das", "ist", "ein", "eine"}) - _CONNECTORS
@@ -64,11 +66,10 @@ _BODY_LINE = 100  # characters: a paragraph of body text, where the opening ends
 _RECIPIENT_WORDS = 7  # "Til Eksempelby Kommune, Social og Handicap (voksne)"
 _GREETED_WORDS = 4  # "Dear HR team", "Hej Hanne Nielsen", "Sehr geehrte Frau Egholm"
 _BLOCK_LINES = 4
-_MUNICIPALITY = re.compile(r"^(?:(?:til|to|att|attn|kære|dear|hej|hi|hello)\b\.?:?\s*)?"
+_MUNICIPALITY = re.compile(rf"^(?:(?:{'|'.join(_GREETING_WORDS)})\b\.?:?\s*)?"
                            r"(?P<name>[A-ZÆØÅ][a-zæøå]+(?:[ -][A-ZÆØÅ][a-zæøå]+)?)"
                            r"\s+[Kk]ommune\s*[,.]?$", re.IGNORECASE)
-_NOT_NAMES = frozenset({"hej", "hejsa", "hey", "hallo", "goddag", "kære", "til", "dear", "hi",
-                        "hello", "att", "attn", "to"})
+_NOT_NAMES = frozenset({*_GREETING_WORDS, "hallo", "goddag"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,17 +98,17 @@ class Addressees:
               municipality: str = "") -> Addressees:
         """`units`: (id, name, synonyms, clerks' full names) per unit. The municipality's own
         name is no unit's ("Jobcenter Eksempelby" is not addressed by "Eksempelby Kommune")."""
-        town = set(_words(municipality)) | _NOBODY | _CONNECTORS | _FUNCTION_WORDS
+        town = set(lower_words(municipality)) | _NOBODY | _CONNECTORS | _FUNCTION_WORDS
         words: dict[str, set[str]] = {}
         people: dict[tuple[str, ...], set[str]] = {}
         for unit, name, synonyms, clerks in units:
             for text in (name, *synonyms):
-                for original in _WORD.findall(text):
+                for original in words_as_written(text):
                     w = original.lower()
                     if w not in town or (len(w) <= 3 and original.isupper()):  # "IT"
                         words.setdefault(w, set()).add(unit)
             for full in clerks:
-                parts = tuple(_words(full))
+                parts = tuple(lower_words(full))
                 for key in {parts, parts[:1], parts[-1:]} - {()}:
                     people.setdefault(key, set()).add(unit)
         # A first or last name two units' clerks share points nowhere.
@@ -119,7 +120,7 @@ class Addressees:
         """The units the opening lines of `body` address."""
         found: set[str] = set()
         for line in self.lines(body):
-            ws = _WORD.findall(line)
+            ws = words_as_written(line)
             found |= self._by_name(ws) | self._by_clerk(ws)
         return found
 
@@ -127,8 +128,8 @@ class Addressees:
         """The words of the addressee lines that could name a part of the organisation: not
         the municipality's name, "kommunen", "Rådhuset" or "Dear Sir or Madam", which every
         unit shares (measured: "Til kommunen" alone sent letters to the secretariat)."""
-        skip = _NOBODY | set(_words(self.municipality))
-        return [w for line in self.lines(body) for w in _words(line)
+        skip = _NOBODY | set(lower_words(self.municipality))
+        return [w for line in self.lines(body) for w in lower_words(line)
                 if w not in skip and lemma(w) not in skip]
 
     def lines(self, body: str) -> list[str]:
@@ -219,7 +220,7 @@ def _addressee(rest: str, most: int) -> str:
     # "Kære hr. Holm", "Att. Jobcenter": an abbreviation's dot ends no sentence.
     who = re.split(r"[.!?](?:\s|$)", _ABBREVIATION.sub(r"\1", rest), maxsplit=1)[0]
     who = who.strip(" ,:;")[:80]
-    ws = _WORD.findall(who)
+    ws = words_as_written(who)
     if not ws or len(ws) > most:
         return ""
     if any(w.lower() in _FUNCTION_WORDS and not (len(w) <= 3 and w.isupper()) for w in ws):
@@ -246,7 +247,3 @@ def _opening(body: str) -> tuple[str, ...]:
         out.append(line)
         seen += 1
     return tuple(out)
-
-
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]

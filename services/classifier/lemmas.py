@@ -52,6 +52,12 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def words_as_written(text: str) -> list[str]:
+    """The words of `words(text)` as the text has them: for where capitals tell something
+    ("IT" the unit, "it" the pronoun; a capitalised name)."""
+    return _WORD.findall(text)
+
+
 def word_spans(text: str) -> Iterator[tuple[int, int]]:
     """Where the words of `words(text)` stand, in order, found as they are read (a caller that
     needs the first few does not scan the rest). They are found in the lower-cased text, so the
