@@ -93,9 +93,14 @@ def parse(text: str, source: str) -> dict[str, tuple[str, ...]]:
 LANGUAGES = ("en", "de")
 
 
+def file_name(language: str = "") -> str:
+    """`vocabulary.yaml` (Danish) or `vocabulary.<language>.yaml`."""
+    return f"vocabulary.{language}.yaml" if language else "vocabulary.yaml"
+
+
 @cache
 def shipped(language: str = "") -> Vocabulary:
-    name = f"vocabulary.{language}.yaml" if language else "vocabulary.yaml"
+    name = file_name(language)
     text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
     return parse(text, f"services/classifier/{name}")
 
@@ -104,8 +109,7 @@ def load(directory: Path | None = None, language: str = "") -> Vocabulary:
     """The shipped vocabulary plus the tenant's own `vocabulary.yaml`, if it has one (for
     another `language`: `vocabulary.<language>.yaml`)."""
     merged = {k: list(v) for k, v in shipped(language).items()}
-    name = f"vocabulary.{language}.yaml" if language else "vocabulary.yaml"
-    path = directory / name if directory is not None else None
+    path = directory / file_name(language) if directory is not None else None
     if path is not None and path.exists():
         for key, words in parse(path.read_text(encoding="utf-8"), str(path)).items():
             merged.setdefault(key, []).extend(words)
